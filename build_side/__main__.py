@@ -1,0 +1,3 @@
+from build_side.cli.main import app
+
+app()

@@ -1,0 +1,80 @@
+"""The contracts every part of slmops agrees on (DESIGN.md sections 3, 5 and 8).
+
+They live in the edge agent because it is the side that must accept them; the build side, the fleet
+tools and bench import them from here. `manifests/schemas/` holds their JSON Schema export.
+"""
+
+from edge_agent.contracts.bench_record import BENCH_SCHEMA, BenchMeta, BenchRecord, Quality, Summary
+from edge_agent.contracts.common import FileEntry, check_relative_path
+from edge_agent.contracts.desired import (
+    DESIRED_SCHEMA,
+    BundleRef,
+    DeploymentPolicy,
+    DesiredState,
+    VariantPolicy,
+)
+from edge_agent.contracts.events import (
+    EVENT_SCHEMA,
+    REPORTED_SCHEMA,
+    TERMINAL_STATES,
+    ActiveModel,
+    DeploymentState,
+    ErrorCode,
+    Event,
+    EventError,
+    Progress,
+    ReportedState,
+)
+from edge_agent.contracts.manifest import (
+    BUNDLE_SCHEMA,
+    Adapter,
+    BundleManifest,
+    GenerationDefaults,
+    Quantization,
+    SourceInfo,
+    Variant,
+    VariantEval,
+)
+
+# Exported as JSON Schema to manifests/schemas/<file>; a test fails when they drift.
+SCHEMA_FILES: dict[str, type] = {
+    "bundle-manifest.schema.json": BundleManifest,
+    "desired-state.schema.json": DesiredState,
+    "event.schema.json": Event,
+    "reported-state.schema.json": ReportedState,
+    "bench-record.schema.json": BenchRecord,
+}
+
+__all__ = [
+    "BENCH_SCHEMA",
+    "BUNDLE_SCHEMA",
+    "DESIRED_SCHEMA",
+    "EVENT_SCHEMA",
+    "REPORTED_SCHEMA",
+    "SCHEMA_FILES",
+    "TERMINAL_STATES",
+    "ActiveModel",
+    "Adapter",
+    "BenchMeta",
+    "BenchRecord",
+    "BundleManifest",
+    "BundleRef",
+    "DeploymentPolicy",
+    "DeploymentState",
+    "DesiredState",
+    "ErrorCode",
+    "Event",
+    "EventError",
+    "FileEntry",
+    "GenerationDefaults",
+    "Progress",
+    "Quality",
+    "Quantization",
+    "ReportedState",
+    "SourceInfo",
+    "Summary",
+    "Variant",
+    "VariantEval",
+    "VariantPolicy",
+    "check_relative_path",
+]

@@ -1,0 +1,130 @@
+"""Fixtures every part's tests share: keys, a tiny real model, the real broker, a registry server.
+
+The tiny model is a llama-family model with random weights and SmolLM2's real tokenizer, built once
+per test session; tests marked `smollm2` use the real SmolLM2-135M-Instruct weights.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from edge_agent.signing import SigningKey
+
+REPO = Path(__file__).resolve().parents[1]
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def cli(*args: str) -> list[str]:
+    """argv for running a console script in a subprocess with this interpreter (works from worktrees)."""
+    modules = {"slmops": "build_side", "edge-agent": "edge_agent", "bench": "bench"}
+    return [sys.executable, "-m", modules[args[0]], *args[1:]]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own SLMOPS_HOME; the source cache is shared per session (it is content-addressed)."""
+    monkeypatch.setenv("SLMOPS_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("SLMOPS_CACHE_DIR", str(_session_cache(tmp_path_factory)))
+
+
+_CACHE: list[Path] = []
+
+
+def _session_cache(factory: pytest.TempPathFactory) -> Path:
+    if not _CACHE:
+        _CACHE.append(Path(os.environ.get("SLMOPS_TEST_CACHE") or factory.mktemp("cache")))
+    return _CACHE[0]
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="session")
+def other_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> Path:
+    d = tmp_path_factory.mktemp("keys")
+    signing_key.save(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from build_side.sources import named_source_file
+
+    return named_source_file("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """A 2-layer llama with random weights and SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """The real Mosquitto on 127.0.0.1:1883 (.ci/run and ./dev test start it)."""
+    try:
+        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT} ({exc}); start mosquitto (./dev test does)")
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def fleet_id() -> str:
+    """A fleet id unique to the test, so retained messages of other tests never leak in."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "registry"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def registry_server(registry_dir: Path) -> Iterator[str]:
+    """A real HTTP server (Range, HEAD, ETag) over `registry_dir` on a free port; yields its URL."""
+    from build_side.registry_server import registry_app
+    from edge_agent.http_server import BackgroundServer
+
+    with BackgroundServer(registry_app(registry_dir)) as server:
+        yield server.url

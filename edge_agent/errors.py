@@ -8,7 +8,8 @@ SlmopsError
 │   ├── SizeMismatchError
 │   └── ChecksumMismatchError
 ├── KeyFileError         a key file that cannot be read or written
-└── SourceError          a model source that cannot be prepared
+├── SourceError          a model source that cannot be prepared
+└── ModelRuntimeError    a model that cannot be loaded or run (bad files, provider failure)
 """
 
 from __future__ import annotations
@@ -58,12 +59,17 @@ class SourceError(SlmopsError):
     pass
 
 
+class ModelRuntimeError(SlmopsError):
+    pass
+
+
 __all__ = [
     "BundleError",
     "ChecksumMismatchError",
     "ContractError",
     "KeyFileError",
     "MissingFileError",
+    "ModelRuntimeError",
     "SignatureError",
     "SizeMismatchError",
     "SlmopsError",

@@ -128,3 +128,65 @@ def registry_server(registry_dir: Path) -> Iterator[str]:
 
     with BackgroundServer(registry_app(registry_dir)) as server:
         yield server.url
+
+
+def build_onnx_variant(hf_dir: Path, out: Path, precision: str, cache: Path) -> Path:
+    """The onnxruntime-genai model builder, quietly, on CPU (the convert stage wraps the same tool)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out)]
+    cmd += ["-p", precision, "-e", "cpu", "-c", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"model builder failed: {proc.stderr[-2000:]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """ONNX folders of the tiny model: {'cpu-fp32': dir, 'cpu-int4': dir}, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-onnx")
+    return {
+        f"cpu-{p}": build_onnx_variant(tiny_model_dir, root / f"cpu-{p}", p, root / "cache")
+        for p in ("fp32", "int4")
+    }
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path, tiny_variants: dict[str, Path], signing_key: SigningKey):
+    """Factory: a signed bundle of the tiny model, `make_bundle(version, variants=[...], name=...)` -> dir."""
+    import shutil
+
+    from build_side.manifest_io import file_entries, write_signed_manifest
+    from edge_agent.contracts import BundleManifest, SourceInfo, Variant
+
+    def make(
+        version: str = "1.0.0",
+        variants: tuple[str, ...] = ("cpu-int4",),
+        name: str = "tiny-chat",
+        root: Path | None = None,
+        key: SigningKey = signing_key,
+    ) -> Path:
+        bundle = (root or tmp_path / "bundles") / name / version
+        entries = []
+        for vid in variants:
+            shutil.copytree(tiny_variants[vid], bundle / vid)
+            entries.append(
+                Variant(
+                    id=vid,
+                    precision=vid.split("-")[1],
+                    execution_providers=["CPUExecutionProvider"],
+                    min_memory_mb=64,
+                    files=file_entries(bundle, vid),
+                )
+            )
+        manifest = BundleManifest(
+            name=name,
+            version=version,
+            source=SourceInfo(kind="hf-folder", ref="tiny-llama"),
+            variants=entries,
+        )
+        write_signed_manifest(bundle, manifest, key)
+        return bundle
+
+    return make

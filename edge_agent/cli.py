@@ -1,10 +1,14 @@
-"""`edge-agent`: the service on each device (run, status, providers, install-service)."""
+"""`edge-agent`: the service on each device (run, status, providers, serve, install-service).
+
+Commands register from one module per concern: `service_cmds` (the long-running service and its
+state) and `serving_cmds` (providers and the inference server).
+"""
 
 from __future__ import annotations
 
 import typer
 
-from edge_agent import __version__
+from edge_agent import __version__, service_cmds, serving_cmds
 from edge_agent.cli_support import FriendlyErrors
 
 app = typer.Typer(
@@ -31,6 +35,9 @@ def version() -> None:
     """Print the agent version."""
     print(__version__)
 
+
+service_cmds.register(app)
+serving_cmds.register(app)
 
 if __name__ == "__main__":
     app()

@@ -9,7 +9,10 @@ SlmopsError
 │   └── ChecksumMismatchError
 ├── KeyFileError         a key file that cannot be read or written
 ├── SourceError          a model source that cannot be prepared
-└── ModelRuntimeError    a model that cannot be loaded or run (bad files, provider failure)
+├── ModelRuntimeError    a model that cannot be loaded or run (bad files, provider failure)
+│   └── ProviderUnavailableError   an execution provider that is missing or fails to start
+├── HealthCheckError     a new version that does not answer its probe in time
+└── IncompatibleError    nothing in a bundle suits this device (precision, provider, memory)
 """
 
 from __future__ import annotations
@@ -63,13 +66,28 @@ class ModelRuntimeError(SlmopsError):
     pass
 
 
+class ProviderUnavailableError(ModelRuntimeError):
+    pass
+
+
+class HealthCheckError(SlmopsError):
+    pass
+
+
+class IncompatibleError(SlmopsError):
+    pass
+
+
 __all__ = [
     "BundleError",
     "ChecksumMismatchError",
     "ContractError",
+    "HealthCheckError",
+    "IncompatibleError",
     "KeyFileError",
     "MissingFileError",
     "ModelRuntimeError",
+    "ProviderUnavailableError",
     "SignatureError",
     "SizeMismatchError",
     "SlmopsError",

@@ -12,7 +12,12 @@ SlmopsError
 ├── ModelRuntimeError    a model that cannot be loaded or run (bad files, provider failure)
 │   └── ProviderUnavailableError   an execution provider that is missing or fails to start
 ├── HealthCheckError     a new version that does not answer its probe in time
-└── IncompatibleError    nothing in a bundle suits this device (precision, provider, memory)
+├── IncompatibleError    nothing in a bundle suits this device (precision, provider, memory)
+├── ConfigError          the agent's config file or environment override is invalid
+└── DeployError          a deployment step failed on the device (the agent maps each to an ErrorCode)
+    ├── DownloadError            registry unreachable, 4xx, or retries spent (`transient` says which)
+    ├── DiskFullError            not enough free space for the download, or ENOSPC while writing
+    └── MemoryInsufficientError  the chosen variant needs more memory than the device has free
 """
 
 from __future__ import annotations
@@ -78,13 +83,40 @@ class IncompatibleError(SlmopsError):
     pass
 
 
+class ConfigError(SlmopsError):
+    pass
+
+
+class DeployError(SlmopsError):
+    pass
+
+
+class DownloadError(DeployError):
+    def __init__(self, message: str, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class DiskFullError(DeployError):
+    pass
+
+
+class MemoryInsufficientError(DeployError):
+    pass
+
+
 __all__ = [
     "BundleError",
     "ChecksumMismatchError",
+    "ConfigError",
     "ContractError",
+    "DeployError",
+    "DiskFullError",
+    "DownloadError",
     "HealthCheckError",
     "IncompatibleError",
     "KeyFileError",
+    "MemoryInsufficientError",
     "MissingFileError",
     "ModelRuntimeError",
     "ProviderUnavailableError",

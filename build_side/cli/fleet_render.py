@@ -1,0 +1,149 @@
+"""How fleet things look in a terminal: the status table, event lines, bench side by side, rollouts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.table import Table
+
+from build_side.fleet.rollout import RolloutReport
+from build_side.fleet.status import FleetSnapshot, bench_line
+from edge_agent.contracts import BenchRecord, DeploymentState, Event
+
+STATE_STYLE = {
+    DeploymentState.SUCCEEDED: "green",
+    DeploymentState.FAILED: "red",
+    DeploymentState.ROLLED_BACK: "yellow",
+    DeploymentState.REJECTED: "red",
+}
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    secs = (datetime.now(UTC) - when).total_seconds()
+    if secs < 60:
+        return f"{max(secs, 0):.0f}s ago"
+    if secs < 3600:
+        return f"{secs / 60:.0f}m ago"
+    if secs < 86400:
+        return f"{secs / 3600:.1f}h ago"
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def event_line(event: Event) -> str:
+    """`12:00:01  dev-1  DOWNLOADING  tiny-chat@1.0.0  1.2/3.4 MB`."""
+    style = STATE_STYLE.get(event.state, "cyan")
+    parts = [
+        event.time.astimezone().strftime("%H:%M:%S"),
+        f"{event.device:<12}",
+        f"[{style}]{event.state:<12}[/]",
+        event.bundle or "",
+    ]
+    if event.variant:
+        parts.append(f"{event.variant}/{event.provider or '?'}")
+    if event.progress and event.progress.total:
+        p = event.progress
+        parts.append(f"{p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB")
+    if event.error:
+        parts.append(f"[red]{event.error.code}[/]: {event.error.detail}")
+    elif event.message:
+        parts.append(event.message)
+    return "  ".join(x for x in parts if x)
+
+
+def status_table(snap: FleetSnapshot) -> Table:
+    t = Table(title=f"fleet {snap.fleet}: {len(snap.devices)} devices", show_lines=False)
+    for col in (
+        "device",
+        "online",
+        "fleet",
+        "groups",
+        "active",
+        "variant",
+        "provider",
+        "last event",
+        "last bench",
+        "last seen",
+    ):
+        t.add_column(col, overflow="fold")
+    for device in sorted(snap.devices):
+        v = snap.devices[device]
+        r = v.reported
+        a = r.active if r else None
+        online = {True: "[green]online[/]", False: "[red]offline[/]", None: "?"}[v.online]
+        if v.last_event:
+            e = v.last_event
+            last = f"{e.state} {e.bundle or ''}".strip()
+            if e.error:
+                last += f" ({e.error.code})"
+        elif r and r.last_state:
+            last = f"{r.last_state}" + (f" ({r.last_error.code})" if r.last_error else "")
+        else:
+            last = ""
+        bench = f"{v.last_bench.variant}: {bench_line(v.last_bench)}" if v.last_bench else ""
+        t.add_row(
+            device,
+            online,
+            r.fleet if r else snap.fleet,
+            ",".join(v.groups),
+            a.bundle if a else "-",
+            a.variant if a else "",
+            a.provider if a else "",
+            last,
+            bench,
+            ago(v.last_seen),
+        )
+    return t
+
+
+METRICS = [
+    ("ttft_ms", "TTFT ms"),
+    ("prefill_tok_s", "prefill tok/s"),
+    ("decode_tok_s", "decode tok/s"),
+    ("tpot_ms", "TPOT ms"),
+]
+
+
+def bench_table(rows: list[tuple[str, BenchRecord]]) -> Table:
+    t = Table(title="bench records from devices (medians)")
+    for col in ("device", "model", "variant", "provider", "scenario", *(m[1] for m in METRICS)):
+        t.add_column(col)
+    t.add_column("peak RSS MB")
+    t.add_column("time")
+    for device, rec in rows:
+        figures = [f"{rec.metrics[k].median:.1f}" if k in rec.metrics else "" for k, _ in METRICS]
+        t.add_row(
+            device,
+            rec.model,
+            rec.variant,
+            rec.provider,
+            rec.scenario,
+            *figures,
+            f"{rec.peak_rss_mb:.0f}" if rec.peak_rss_mb else "",
+            rec.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return t
+
+
+def rollout_table(report: RolloutReport) -> Table:
+    ro = report.rollout
+    t = Table(title=f"rollout {ro.id}: {ro.bundle.ref} over group {ro.group} - {ro.status}")
+    for col in ("wave", "device", "result", "was on", "rollback"):
+        t.add_column(col, overflow="fold")
+    for idx, status, devices in report.waves:
+        for d in devices:
+            style = "green" if d.status == "succeeded" else "red" if d.status == "failed" else ""
+            result = f"[{style}]{d.status}[/]" if style else d.status
+            if d.detail and d.status != "succeeded":
+                result += f" {d.detail}"
+            t.add_row(
+                f"{idx} ({status})",
+                d.device,
+                result,
+                d.previous.ref if d.previous else "-",
+                d.rollback_status or "",
+            )
+    for d in report.skipped:
+        t.add_row("-", d.device, f"skipped: {d.detail}", "", "")
+    return t

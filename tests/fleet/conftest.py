@@ -1,0 +1,74 @@
+"""Fixtures of the fleet tests: a registry holding a few releases, scripted devices on the real broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.contracts import BundleManifest, FileEntry, SourceInfo, Variant
+from edge_agent.signing import SigningKey, TrustedKeys
+from tests.fleet.scripted_device import ScriptedDevice
+
+FAKE_FILE = FileEntry(path="cpu-int4/model.onnx", size=3, sha256="0" * 64)
+
+
+def publish_release(registry: Path, name: str, version: str, key: SigningKey) -> Path:
+    """A release's manifest in the registry (the operator reads only the manifest)."""
+    from build_side.manifest_io import write_signed_manifest
+
+    bundle = registry / "bundles" / name / version
+    bundle.mkdir(parents=True)
+    manifest = BundleManifest(
+        name=name,
+        version=version,
+        source=SourceInfo(kind="hf-folder", ref="tiny"),
+        variants=[
+            Variant(
+                id="cpu-int4",
+                precision="int4",
+                execution_providers=["CPUExecutionProvider"],
+                min_memory_mb=64,
+                files=[FAKE_FILE],
+            )
+        ],
+    )
+    write_signed_manifest(bundle, manifest, key)
+    return bundle / "manifest.json"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, signing_key: SigningKey) -> Path:
+    root = tmp_path / "releases"
+    for version in ("1.0.0", "2.0.0"):
+        publish_release(root, "tiny-chat", version, signing_key)
+    return root
+
+
+@pytest.fixture
+def key_file(keys_dir: Path, signing_key: SigningKey) -> Path:
+    return keys_dir / f"{signing_key.key_id}.key"
+
+
+@pytest.fixture
+def scripted(
+    mqtt_broker: tuple[str, int], fleet_id: str, signing_key: SigningKey
+) -> Iterator[Callable[..., ScriptedDevice]]:
+    """Factory: `scripted("dev-1", groups=("lab",), active="tiny-chat@1.0.0", fail={...})`, stopped after."""
+    made: list[ScriptedDevice] = []
+
+    def make(device: str, **kw: object) -> ScriptedDevice:
+        d = ScriptedDevice(
+            *mqtt_broker,
+            fleet_id,
+            device,
+            TrustedKeys([signing_key.public]),
+            **kw,  # type: ignore[arg-type]
+        ).start()
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()

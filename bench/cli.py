@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from enum import StrEnum
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edge_agent.cli_support import FriendlyErrors
 
@@ -19,6 +25,13 @@ app = typer.Typer(
 )
 
 
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    md = "md"
+
+
 @app.callback()
 def main() -> None:
     """Group callback: keeps subcommands explicit even when there is one."""
@@ -30,6 +43,219 @@ def version() -> None:
     from edge_agent import __version__
 
     print(__version__)
+
+
+def emit(records: list, fmt: Format, output: Path | None, title: str) -> None:
+    """Print records in the chosen format; with --output also write that format to a file."""
+    from bench import report
+
+    console = Console(width=None if Console().is_terminal else 200)  # pipes and files get every column
+    if fmt is Format.table:
+        console.print(report.table(records, title=title))
+        text = report.to_markdown(records)
+    else:
+        text = report.render(records, fmt.value)
+        print(text, end="" if text.endswith("\n") else "\n")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+
+
+@app.command("compare")
+def compare(
+    bundle: list[str] = typer.Option(
+        [], "--bundle", "-b", help="Bundle folder, bundle URL, or NAME@VERSION with --registry (repeatable)."
+    ),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Registry base URL for NAME@VERSION bundles."
+    ),
+    variant: list[str] = typer.Option(
+        [], "--variant", "-v", help="Only these variant ids of the bundles (repeatable; default all)."
+    ),
+    keys: list[Path] = typer.Option(
+        [], "--keys", "-k", help="Trusted public keys: check bundle signatures first (repeatable)."
+    ),
+    onnx: list[Path] = typer.Option(
+        [], "--onnx", help="An ONNX variant folder (genai_config.json inside) (repeatable)."
+    ),
+    pytorch: list[Path] = typer.Option(
+        [], "--pytorch", help="A Hugging Face folder, run in PyTorch eager fp32 (repeatable)."
+    ),
+    gguf: list[Path] = typer.Option(
+        [], "--gguf", help="A GGUF file, run on llama.cpp (needs the llamacpp extra) (repeatable)."
+    ),
+    provider: list[str] = typer.Option(
+        ["CPUExecutionProvider"],
+        "--provider",
+        "-p",
+        help="ONNX Runtime execution providers for ONNX cases (repeatable).",
+    ),
+    threads: list[int] = typer.Option(
+        [], "--threads", "-t", help="Thread counts (repeatable; default: all cores)."
+    ),
+    scenario: list[str] = typer.Option(
+        ["pp128-tg128"],
+        "--scenario",
+        "-s",
+        help="ppN-tgM (prefill N, generate M, like llama-bench), ppN, tgM or chat (repeatable).",
+    ),
+    chat_tokens: int = typer.Option(64, help="Tokens generated per prompt in the chat scenario."),
+    warmup: int = typer.Option(1, help="Warm-up runs per scenario, not measured."),
+    reps: int = typer.Option(3, "--reps", "-n", help="Measured repetitions per scenario."),
+    reference: str | None = typer.Option(
+        None, help="Case label to measure quality against (default: the first case)."
+    ),
+    quality: bool = typer.Option(
+        True, "--quality/--no-quality", help="Perplexity, KL and top-1 against the reference."
+    ),
+    quality_text: Path | None = typer.Option(None, help="Text for quality (default: bench/data/prose.txt)."),
+    quality_tokens: int | None = typer.Option(None, help="Score at most this many tokens of the text."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Also write the output (Markdown for table) to this file."
+    ),
+    plots: Path | None = typer.Option(
+        None, "--plots", help="Write speed_vs_quality.png and speed_vs_size.png here."
+    ),
+    results: Path | None = typer.Option(
+        None, help="Results file to append to (default: $SLMOPS_HOME/bench/results.jsonl)."
+    ),
+    save: bool = typer.Option(True, "--save/--no-save", help="Append the records to the results file."),
+) -> None:
+    """Compare bundle variants, ONNX folders, providers, thread counts and peer engines.
+
+    Every case runs in its own process (so peak RSS is its own) on the same token ids: warm-up, then
+    repetitions, with a fixed number of generated tokens. Figures are medians; JSON keeps p90,
+    stddev and the raw samples. The decode bound is measured memory bandwidth / weight bytes read
+    per token. Exit status 1 when any case failed (its row says why).
+
+    Example: bench compare --onnx cpu-int4 --onnx cpu-fp32 --gguf model.Q4_1.gguf -t 2 -s pp128-tg128
+    """
+    from bench import history
+    from bench import plots as plotting
+    from bench.compare import CompareOptions, count_steps, label_cases, run_compare
+    from bench.inputs import bundle_cases, expand, load_bundle, path_case
+    from edge_agent.signing import TrustedKeys
+
+    fmt = Format.json if as_json else fmt
+    trusted = TrustedKeys.from_paths(keys) if keys else None
+    cases = []
+    for spec in bundle:
+        cases += bundle_cases(load_bundle(spec, registry, variant or None, trusted), variant or None)
+    cases += [path_case("onnxruntime-genai", p) for p in onnx]
+    cases += [path_case("pytorch", p) for p in pytorch]
+    cases += [path_case("llama.cpp", p) for p in gguf]
+    cases = label_cases(expand(cases, provider, list(threads) or [os.cpu_count() or 1]))
+    opts = CompareOptions(
+        scenarios=scenario,
+        warmup=warmup,
+        repetitions=reps,
+        chat_tokens=chat_tokens,
+        reference=reference,
+        quality=quality,
+        quality_text=quality_text,
+        quality_tokens=quality_tokens,
+    )
+    err = Console(stderr=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("bench", total=count_steps(cases, opts))
+
+        def step(label: str, what: str) -> None:
+            bar.update(task, advance=1, description=f"{label}: {what}")
+
+        records = run_compare(cases, opts, step)
+    if save:
+        path = results or history.default_results_path()
+        history.append_records(path, records)
+        err.print(f"appended {len(records)} records to {path}")
+    emit(records, fmt, output, "bench compare")
+    if plots:
+        for p in plotting.write_plots(records, plots):
+            err.print(f"plot: {p}")
+    failed = [r for r in records if r.error]
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("history")
+def history_cmd(
+    results: Path | None = typer.Option(
+        None, help="Results file (default: $SLMOPS_HOME/bench/results.jsonl)."
+    ),
+    threshold: float = typer.Option(0.10, help="Flag a metric that got worse by more than this fraction."),
+    scenario: str | None = typer.Option(None, help="Only this scenario."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (each run with its changes)."),
+    fail_on_regression: bool = typer.Option(
+        False, help="Exit status 1 when the latest run of any case regressed."
+    ),
+) -> None:
+    """Every recorded run, each compared with the previous run of the same case; regressions flagged.
+
+    Runs are comparable when model, variant, engine, provider, scenario, threads and host match.
+    """
+    import json
+
+    from rich.table import Table
+
+    from bench import history
+    from bench.report import record_label
+
+    path = results or history.default_results_path()
+    entries = history.history(history.load_records(path), threshold)
+    if scenario:
+        entries = [e for e in entries if e.record.scenario == scenario]
+    latest = {history.key(e.record): e for e in entries}
+    regressed = [e for e in latest.values() if e.regressions]
+    if as_json:
+        doc = [
+            {
+                "record": e.record.model_dump(mode="json", by_alias=True),
+                "changes": [c.__dict__ for c in e.changes],
+                "regressions": [c.metric for c in e.regressions],
+            }
+            for e in entries
+        ]
+        print(json.dumps(doc, indent=2))
+    else:
+        t = Table(title=f"bench history ({path})")
+        for col in (
+            "time",
+            "case",
+            "scenario",
+            "threads",
+            "decode tok/s",
+            "Δ decode",
+            "TTFT ms",
+            "peak RSS MB",
+            "ppl",
+            "flags",
+        ):
+            t.add_column(col, justify="left" if col in ("time", "case", "scenario", "flags") else "right")
+        for e in entries:
+            r = e.record
+            decode = r.metrics.get("decode_tok_s")
+            ttft = r.metrics.get("ttft_ms")
+            delta = next((c.change for c in e.changes if c.metric == "decode_tok_s"), None)
+            flags = ", ".join(f"{c.metric} {c.change:+.0%}" for c in e.regressions)
+            t.add_row(
+                r.time.strftime("%Y-%m-%d %H:%M:%S"),
+                record_label(r),
+                r.scenario,
+                str(r.meta.threads or "-"),
+                f"{decode.median:.1f}" if decode else "-",
+                f"{delta:+.1%}" if delta is not None else "",
+                f"{ttft.median:.1f}" if ttft else "-",
+                f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-",
+                f"{r.quality.perplexity:.2f}" if r.quality else "-",
+                f"[red]REGRESSION: {flags}[/red]" if flags else "",
+            )
+        Console().print(t)
+        if regressed:
+            Console(stderr=True).print(f"[red]{len(regressed)} case(s) regressed in their latest run[/red]")
+    if fail_on_regression and regressed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

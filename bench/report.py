@@ -1,0 +1,152 @@
+"""Present records: a rich table, JSON, CSV and Markdown. Nothing here measures anything.
+
+Rows are flat dicts built once (`rows`), so every format shows the same figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from edge_agent.bench_metrics import fraction_of_bound
+from edge_agent.contracts.bench_record import BenchRecord
+
+SPEED_METRICS = ["ttft_ms", "prefill_tok_s", "decode_tok_s", "tpot_ms", "e2e_tok_s"]
+
+# (row key, header, format) in table order.
+COLUMNS: list[tuple[str, str, str]] = [
+    ("case", "case", "{}"),
+    ("scenario", "scenario", "{}"),
+    ("size_mb", "size MB", "{:.0f}"),
+    ("load_time_s", "load s", "{:.2f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+    ("ttft_ms", "TTFT ms", "{:.1f}"),
+    ("prefill_tok_s", "prefill tok/s", "{:.0f}"),
+    ("decode_tok_s", "decode tok/s", "{:.1f}"),
+    ("tpot_ms", "TPOT ms", "{:.2f}"),
+    ("e2e_tok_s", "e2e tok/s", "{:.1f}"),
+    ("decode_bound_tok_s", "bound tok/s", "{:.0f}"),
+    ("bound_fraction", "% bound", "{:.0%}"),
+    ("perplexity", "ppl", "{:.2f}"),
+    ("kl_divergence", "KL", "{:.4f}"),
+    ("top1_agreement", "top-1", "{:.1%}"),
+]
+
+
+def record_label(r: BenchRecord, with_provider: bool = False, with_threads: bool = False) -> str:
+    parts = [r.variant if r.engine == "onnxruntime-genai" else f"{r.engine}:{r.variant}"]
+    if with_provider:
+        parts.append(r.provider.removesuffix("ExecutionProvider"))
+    if with_threads and r.meta.threads:
+        parts.append(f"t{r.meta.threads}")
+    return "/".join(parts)
+
+
+def labels(records: Sequence[BenchRecord]) -> list[str]:
+    vary_p = len({r.provider for r in records}) > 1
+    vary_t = len({r.meta.threads for r in records}) > 1
+    return [record_label(r, vary_p, vary_t) for r in records]
+
+
+def row(r: BenchRecord, label: str) -> dict[str, object]:
+    out: dict[str, object] = {
+        "case": label,
+        "model": r.model,
+        "variant": r.variant,
+        "engine": r.engine,
+        "provider": r.provider,
+        "threads": r.meta.threads,
+        "scenario": r.scenario,
+        "size_mb": r.size_bytes / 1e6 if r.size_bytes is not None else None,
+        "load_time_s": r.load_time_s,
+        "peak_rss_mb": r.peak_rss_mb,
+        "decode_bound_tok_s": r.decode_bound_tok_s,
+        "error": r.error,
+    }
+    for key in SPEED_METRICS:
+        s = r.metrics.get(key)
+        out[key] = s.median if s else None
+        out[f"{key}_p90"] = s.p90 if s else None
+        out[f"{key}_stddev"] = s.stddev if s else None
+    decode = r.metrics.get("decode_tok_s")
+    out["bound_fraction"] = fraction_of_bound(decode.median if decode else None, r.decode_bound_tok_s)
+    q = r.quality
+    out["perplexity"] = q.perplexity if q else None
+    out["kl_divergence"] = q.kl_divergence if q else None
+    out["top1_agreement"] = q.top1_agreement if q else None
+    out["reference"] = q.reference if q else None
+    return out
+
+
+def rows(records: Sequence[BenchRecord]) -> list[dict[str, object]]:
+    return [row(r, label) for r, label in zip(records, labels(records), strict=True)]
+
+
+def fmt(value: object, spec: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def cells(r: dict[str, object]) -> list[str]:
+    """Formatted cells of one row; decode speed carries its stddev (the figure people compare)."""
+    out = [fmt(r[key], spec) for key, _, spec in COLUMNS]
+    if r["decode_tok_s"] is not None and r["decode_tok_s_stddev"] is not None:
+        i = [k for k, _, _ in COLUMNS].index("decode_tok_s")
+        out[i] = f"{r['decode_tok_s']:.1f} ±{r['decode_tok_s_stddev']:.1f}"
+    return out
+
+
+def table(records: Sequence[BenchRecord], title: str = "bench compare") -> Table:
+    t = Table(title=title)
+    for _, header, _ in COLUMNS:
+        t.add_column(header, justify="left" if header in ("case", "scenario") else "right")
+    for r in rows(records):
+        if r["error"]:
+            t.add_row(str(r["case"]), str(r["scenario"]), f"[red]error: {str(r['error'])[:80]}[/red]")
+            continue
+        t.add_row(*cells(r))
+    return t
+
+
+def to_json(records: Sequence[BenchRecord]) -> str:
+    return json.dumps([r.model_dump(mode="json", by_alias=True) for r in records], indent=2)
+
+
+def to_csv(records: Sequence[BenchRecord]) -> str:
+    data = rows(records)
+    buf = io.StringIO()
+    if data:
+        writer = csv.DictWriter(buf, fieldnames=list(data[0]))
+        writer.writeheader()
+        writer.writerows(data)
+    return buf.getvalue()
+
+
+def to_markdown(records: Sequence[BenchRecord]) -> str:
+    lines = [
+        "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "| " + " | ".join("---" if k in ("case", "scenario") else "---:" for k, _, _ in COLUMNS) + " |",
+    ]
+    for r in rows(records):
+        if r["error"]:
+            line = [str(r["case"]), str(r["scenario"]), f"error: {r['error']}"] + [""] * (len(COLUMNS) - 3)
+        else:
+            line = cells(r)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(records: Sequence[BenchRecord], fmt_name: str) -> str:
+    """json, csv or md as text (the table format is printed by the CLI with rich)."""
+    return {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt_name](records)
+
+
+__all__ = ["COLUMNS", "labels", "record_label", "render", "rows", "table", "to_csv", "to_json", "to_markdown"]

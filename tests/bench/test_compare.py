@@ -1,0 +1,88 @@
+"""`bench compare` on the tiny model: records, formats, plots, results file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from bench import report
+from bench.history import load_records
+from edge_agent.contracts.bench_record import BenchRecord
+from tests.bench.conftest import CompareRun
+
+SPEED = {"ttft_ms", "prefill_tok_s", "decode_tok_s", "tpot_ms", "e2e_tok_s"}
+
+
+def by_case(run: CompareRun) -> dict[tuple[str, str, str], BenchRecord]:
+    return {(r.engine, r.variant, r.scenario): r for r in run.records}
+
+
+def test_every_case_and_scenario_has_a_valid_record(compare_run: CompareRun) -> None:
+    cases = by_case(compare_run)
+    assert set(cases) == {
+        (engine, variant, scenario)
+        for engine, variant in [
+            ("onnxruntime-genai", "cpu-fp32"),
+            ("onnxruntime-genai", "cpu-int4"),
+            ("pytorch", "fp32"),
+        ]
+        for scenario in ("pp16-tg8", "chat")
+    }
+    for r in compare_run.records:
+        assert r.error is None
+        BenchRecord.model_validate(r.model_dump(mode="json", by_alias=True))  # round-trips through JSON
+        assert set(r.metrics) >= SPEED
+        assert r.meta.threads == 1 and r.meta.warmup == 1 and r.meta.repetitions == 2
+        assert r.load_time_s and r.load_time_s > 0 and r.size_bytes and r.peak_rss_mb and r.peak_rss_mb > 10
+        assert r.decode_bound_tok_s and r.decode_bound_tok_s > 0
+
+
+def test_fixed_lengths_and_raw_samples(compare_run: CompareRun) -> None:
+    pp = by_case(compare_run)[("onnxruntime-genai", "cpu-int4", "pp16-tg8")]
+    assert (pp.meta.prompt_tokens, pp.meta.generation_tokens) == (16, 8)
+    assert len(pp.metrics["decode_tok_s"].samples) == 2  # one per repetition
+    chat = by_case(compare_run)[("onnxruntime-genai", "cpu-int4", "chat")]
+    assert len(chat.metrics["ttft_ms"].samples) == 2 * 6  # every chat prompt, each repetition
+    assert chat.meta.generation_tokens == 4
+
+
+def test_quality_against_the_reference(compare_run: CompareRun) -> None:
+    cases = by_case(compare_run)
+    ref = cases[("onnxruntime-genai", "cpu-fp32", "pp16-tg8")].quality
+    int4 = cases[("onnxruntime-genai", "cpu-int4", "pp16-tg8")].quality
+    torch = cases[("pytorch", "fp32", "pp16-tg8")].quality
+    assert ref and int4 and torch
+    assert ref.reference == "cpu-fp32" and ref.kl_divergence == 0.0 and ref.top1_agreement == 1.0
+    assert ref.tokens == int4.tokens == torch.tokens == 95
+    # PyTorch fp32 and ONNX fp32 are the same weights: nearly the same distributions.
+    assert torch.kl_divergence is not None and torch.kl_divergence < 1e-3
+    assert torch.perplexity == __import__("pytest").approx(ref.perplexity, rel=1e-3)
+    assert int4.kl_divergence is not None and int4.kl_divergence > torch.kl_divergence
+
+
+def test_peak_rss_is_per_case(compare_run: CompareRun) -> None:
+    cases = by_case(compare_run)
+    onnx = cases[("onnxruntime-genai", "cpu-int4", "pp16-tg8")].peak_rss_mb
+    torch = cases[("pytorch", "fp32", "pp16-tg8")].peak_rss_mb
+    assert onnx and torch and torch > onnx  # torch's own import costs more than the whole tiny ONNX case
+
+
+def test_outputs_in_every_format(compare_run: CompareRun) -> None:
+    written = json.loads((compare_run.out / "records.json").read_text())
+    assert len(written) == len(compare_run.records) == 6
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(compare_run.records))))
+    assert len(rows) == 6 and {"decode_tok_s", "decode_tok_s_p90", "perplexity"} <= set(rows[0])
+    assert float(rows[0]["decode_tok_s"]) > 0
+    md = report.to_markdown(compare_run.records).splitlines()
+    assert md[0].startswith("| case | scenario |") and len(md) == 2 + 6
+    assert any(line.startswith("| pytorch:fp32 | chat |") for line in md)
+
+
+def test_plots_and_results_file(compare_run: CompareRun) -> None:
+    for name in ("speed_vs_quality.png", "speed_vs_size.png"):
+        data = (compare_run.plots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert [r.model_dump() for r in load_records(compare_run.results)] == [
+        r.model_dump() for r in compare_run.records
+    ]

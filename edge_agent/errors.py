@@ -13,6 +13,7 @@ SlmopsError
 │   └── ProviderUnavailableError   an execution provider that is missing or fails to start
 ├── HealthCheckError     a new version that does not answer its probe in time
 ├── IncompatibleError    nothing in a bundle suits this device (precision, provider, memory)
+├── DistillError         a distillation stage that cannot go on (teacher endpoint, data, student shape)
 ├── ConfigError          the agent's config file or environment override is invalid
 └── DeployError          a deployment step failed on the device (the agent maps each to an ErrorCode)
     ├── DownloadError            registry unreachable, 4xx, or retries spent (`transient` says which)
@@ -87,6 +88,10 @@ class ConfigError(SlmopsError):
     pass
 
 
+class DistillError(SlmopsError):
+    pass
+
+
 class DeployError(SlmopsError):
     pass
 
@@ -112,6 +117,7 @@ __all__ = [
     "ContractError",
     "DeployError",
     "DiskFullError",
+    "DistillError",
     "DownloadError",
     "HealthCheckError",
     "IncompatibleError",

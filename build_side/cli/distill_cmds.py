@@ -1,9 +1,137 @@
-"""Commands for this stage register here (not yet built)."""
+"""`slmops distill`: a teacher writes training data, a smaller student learns from it, a report compares.
+
+Thin over `build_side.distill`: options become settings, the library does the work, typed errors
+become messages (FriendlyErrors). Heavy imports happen inside the commands.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from build_side.cli.output import console, print_json, table
+
+distill_app = typer.Typer(
+    help=(
+        "Knowledge distillation, teacher to student: `generate` (the teacher answers prompts), "
+        "`validate` (filter its answers), `train` (the student learns), `report` (teacher against "
+        "student), or `run` a whole recipe."
+    ),
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register yet."""
+    app.add_typer(distill_app, name="distill")
+
+
+def _validation_table(counts: dict[str, int], title: str) -> None:
+    rows = [[k.replace("_", " "), v] for k, v in counts.items()]
+    console.print(table(title, ["outputs", "count"], rows))
+
+
+@distill_app.command("generate")
+def generate(
+    prompts: Path = typer.Option(..., "--prompts", help='JSONL of {"id", "prompt"} lines.', exists=True),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL the teacher's records are appended to."),
+    teacher: str = typer.Option(
+        None, "--teacher", help="A local model source: HF folder, GGUF file, hub id or smollm2-135m-instruct."
+    ),
+    teacher_url: str = typer.Option(
+        None, "--teacher-url", help="An OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1."
+    ),
+    teacher_model: str = typer.Option(None, "--teacher-model", help="The model name the endpoint serves."),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="The endpoint's API key."),
+    max_new_tokens: int = typer.Option(
+        128, help="Token limit per answer (an answer reaching it is truncated)."
+    ),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0),
+    batch_size: int = typer.Option(8, help="Prompts per teacher call (concurrent requests for an endpoint)."),
+    system: str = typer.Option(None, help="A system message for every prompt."),
+    limit: int = typer.Option(None, help="Only the first N prompts."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(None, help="torch threads for a local teacher."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run the teacher over PROMPTS in batches and append {id, input, teacher_output, ...} to OUT.
+
+    Resumable: prompt ids already in OUT are skipped, so run the same command again after an
+    interruption. The answers are then validated and the counts shown (nothing is deleted from OUT;
+    training applies the same filters).
+    """
+    from build_side.distill.config import GenerationSettings, ValidationSettings
+    from build_side.distill.generate import generate_records
+    from build_side.distill.progress import bar
+    from build_side.distill.records import read_prompts, read_records
+    from build_side.distill.teachers import open_teacher
+    from build_side.distill.validate import validate
+
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        system=system,
+        limit=limit,
+        seed=seed,
+        threads=threads,
+    )
+    items = read_prompts(prompts, limit)
+    with console.status("loading the teacher ..."):
+        t = open_teacher(teacher, teacher_url, teacher_model, api_key, threads)
+    from build_side.distill.records import completed_ids
+
+    done = len({p.id for p in items} & completed_ids(out))
+    with bar("teacher answering", total=len(items), done=done, enabled=not json_out) as advance:
+        result = generate_records(t, items, out, settings, advance)
+    wanted = {p.id for p in items}
+    counts = validate([r for r in read_records(out) if r.id in wanted], ValidationSettings()).counts()
+    if json_out:
+        print_json(
+            {
+                "out": str(out),
+                "prompts": result.total,
+                "skipped": result.skipped,
+                "written": result.written,
+                "validation": counts,
+            }
+        )
+        return
+    console.print(f"{result.written} new answers, {result.skipped} already there -> {out}")
+    _validation_table(counts, "teacher outputs (default filters)")
+
+
+@distill_app.command("validate")
+def validate_cmd(
+    records: Path = typer.Argument(..., help="The teacher's JSONL from `distill generate`.", exists=True),
+    kept: Path = typer.Option(None, "--kept", help="Also write the records that pass to this JSONL."),
+    max_chars: int = typer.Option(2000, help="Longer answers are too long."),
+    ngram: int = typer.Option(4, help="Word n-gram size for the loop detector."),
+    max_repeated: float = typer.Option(
+        0.3, help="Largest share of repeated n-grams before an answer is repetitive."
+    ),
+    keep_truncated: bool = typer.Option(False, help="Keep answers that hit the token limit."),
+    keep_duplicates: bool = typer.Option(False, help="Keep answers identical to an earlier one."),
+    json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Count the teacher's answers that are empty, truncated, too long, repetitive or duplicated."""
+    from build_side.distill.config import ValidationSettings
+    from build_side.distill.records import read_records, write_records
+    from build_side.distill.validate import validate
+
+    settings = ValidationSettings(
+        max_chars=max_chars,
+        ngram=ngram,
+        max_repeated_ngram_fraction=max_repeated,
+        drop_truncated=not keep_truncated,
+        drop_duplicates=not keep_duplicates,
+    )
+    result = validate(read_records(records), settings)
+    if kept:
+        write_records(kept, result.kept)
+    if json_out:
+        print_json({"counts": result.counts(), "rejected": result.rejected})
+    else:
+        _validation_table(result.counts(), f"teacher outputs in {records.name}")

@@ -1,0 +1,175 @@
+"""Teachers: whatever turns a batch of prompts into answers. One method, two kinds.
+
+`TransformersTeacher` runs a local model (batched, left-padded, greedy or sampled);
+`OpenAITeacher` calls any OpenAI-compatible endpoint (an `edge-agent`, vLLM, a hosted model), one
+request per prompt, `batch_size` of them at a time. Both report whether an answer ended with EOS or
+ran into the token limit, which validation needs.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from build_side.distill.config import GenerationSettings
+from edge_agent.errors import DistillError
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length"]
+    output_tokens: int | None
+
+
+class Teacher(Protocol):
+    def describe(self) -> dict[str, Any]:
+        """Who answered: stored in every record."""
+        ...
+
+    def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+        """Answers in the order of `prompts`."""
+        ...
+
+
+class TransformersTeacher:
+    """A local causal LM in transformers. Also the batched greedy generator the report uses."""
+
+    def __init__(
+        self, model_dir: Path, info: dict[str, Any] | None = None, threads: int | None = None
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_dir = Path(model_dir)
+        self.info = info or {"source": str(model_dir)}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+        except (OSError, ValueError) as exc:
+            raise DistillError(f"{model_dir}: cannot load the teacher ({exc})") from exc
+        self.tokenizer.padding_side = "left"  # new tokens follow every prompt directly
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "transformers", **self.info}
+
+    def prompt_text(self, prompt: str, settings: GenerationSettings) -> str:
+        if not (settings.chat and self.tokenizer.chat_template):
+            return prompt
+        messages = [{"role": "system", "content": settings.system}] if settings.system else []
+        messages.append({"role": "user", "content": prompt})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+        import torch
+
+        texts = [self.prompt_text(p, settings) for p in prompts]
+        templated = settings.chat and bool(self.tokenizer.chat_template)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
+        sample = settings.temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sample}
+        if sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            torch.manual_seed(settings.seed)
+        if settings.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = settings.repetition_penalty
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids)
+            )
+        new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated), padded after EOS
+        results = []
+        for row in new.tolist():
+            end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
+            kept = row if end is None else row[:end]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+            finish: Literal["stop", "length"] = "length" if end is None else "stop"
+            results.append(Completion(text, finish, len(kept) + (0 if end is None else 1)))
+        return results
+
+
+def _v1_url(url: str) -> str:
+    """`http://host:port` means the usual `/v1` prefix; any other path is taken as given."""
+    parts = urlsplit(url)
+    return url.rstrip("/") + "/v1" if parts.path in ("", "/") else url.rstrip("/")
+
+
+class OpenAITeacher:
+    """Any OpenAI-compatible endpoint; requests run `batch_size` at a time."""
+
+    def __init__(self, url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0) -> None:
+        from openai import OpenAI
+
+        self.url = _v1_url(url)
+        self.model = model
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.client = OpenAI(base_url=self.url, api_key=key, timeout=timeout_s, max_retries=2)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "openai", "url": self.url, "model": self.model}
+
+    def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+        with ThreadPoolExecutor(max_workers=settings.batch_size) as pool:
+            return list(pool.map(lambda p: self._one(p, settings), prompts))
+
+    def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
+        import openai
+
+        common: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed,
+        }
+        if settings.repetition_penalty != 1.0:  # not OpenAI's, but vLLM and others read it
+            common["extra_body"] = {"repetition_penalty": settings.repetition_penalty}
+        try:
+            if settings.chat:
+                messages = [{"role": "system", "content": settings.system}] if settings.system else []
+                messages.append({"role": "user", "content": prompt})
+                resp = self.client.chat.completions.create(messages=messages, **common)
+            else:
+                resp = self.client.completions.create(prompt=prompt, **common)
+        except openai.OpenAIError as exc:
+            raise DistillError(f"teacher endpoint {self.url} (model {self.model}) failed: {exc}") from exc
+        if not resp.choices:
+            raise DistillError(f"teacher endpoint {self.url} returned no choices")
+        choice = resp.choices[0]
+        text = (choice.message.content if settings.chat else choice.text) or ""
+        finish: Literal["stop", "length"] = "length" if resp.choices[0].finish_reason == "length" else "stop"
+        tokens = resp.usage.completion_tokens if resp.usage else None
+        return Completion(text.strip(), finish, tokens)
+
+
+def open_teacher(
+    source: str | Path | None = None,
+    url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    threads: int | None = None,
+) -> Teacher:
+    """A local model source (prepared and cached first), or an endpoint URL with a model name."""
+    if url:
+        if not model:
+            raise DistillError("an endpoint teacher needs the model name it serves (--teacher-model)")
+        return OpenAITeacher(url, model, api_key=api_key)
+    if source is None:
+        raise DistillError("give a teacher: a model source, or an endpoint URL and model name")
+    from build_side.sources import prepare
+
+    prepared = prepare(source)
+    return TransformersTeacher(
+        prepared.path, info={"source": str(source), "sha256": prepared.sha256}, threads=threads
+    )

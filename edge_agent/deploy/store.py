@@ -62,15 +62,16 @@ class Installed:
 
 
 class Store:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, create: bool = True) -> None:
         self.root = Path(state_dir)
         self.store_dir = self.root / "store"
         self.staging_root = self.root / "staging"
         self.trash_dir = self.root / "trash"
         self.current_link = self.root / "current"
         self.previous_link = self.root / "previous"
-        for d in (self.root, self.store_dir, self.staging_root, self.trash_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        if create:  # `edge-agent status` opens it read-only
+            for d in (self.root, self.store_dir, self.staging_root, self.trash_dir):
+                d.mkdir(parents=True, exist_ok=True)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -105,6 +106,8 @@ class Store:
 
     def versions(self) -> list[Installed]:
         """Every complete version, oldest install first."""
+        if not self.store_dir.is_dir():
+            return []
         found = [v for p in sorted(self.store_dir.iterdir()) if (v := self._read(p))]
         return sorted(found, key=lambda v: v.installed)
 
@@ -172,6 +175,13 @@ class Store:
 
     def _trash(self, path: Path) -> None:
         os.rename(path, self.trash_dir / f"{path.name}.{uuid.uuid4().hex[:8]}")
+
+    def remove(self, ref: str) -> None:
+        """Delete one version that is neither current nor previous (a failed install)."""
+        path = self.store_dir / ref
+        if path.exists():
+            self._trash(path)
+            self.empty_trash()
 
     def empty_trash(self) -> None:
         for p in self.trash_dir.iterdir():

@@ -1,0 +1,128 @@
+"""The health gate where nothing is served: load the candidate and ask it the probe prompt, in a child.
+
+`ProbeActivator` implements the `Activator` seam (edge_agent.activation) for an agent that does not
+host the API. Each probe runs `python -m edge_agent.deploy.probe` in its own process, so a model that
+hangs is killed at `health_timeout_s`, one that crashes the runtime cannot take the agent down, and
+the agent's own memory stays free of models.
+
+Exit codes of the child: 0 answered (JSON on stdout), 3 could not load, 4 loaded but did not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge_agent.activation import Candidate
+from edge_agent.contracts import BundleManifest
+from edge_agent.errors import HealthCheckError, ModelRuntimeError, ProviderUnavailableError
+from edge_agent.serving.settings import RuntimeSettings
+
+EXIT_LOAD, EXIT_ANSWER = 3, 4
+CPU = "CPUExecutionProvider"
+
+
+class ProbeActivator:
+    """Probes each candidate in a child process; promotes nothing, since nothing is served."""
+
+    serves = False
+
+    def __init__(self, runtime: RuntimeSettings | None = None) -> None:
+        self.runtime = runtime or RuntimeSettings()
+        self.active: Candidate | None = None
+
+    def load_candidate(
+        self,
+        install_dir: Path,
+        manifest: BundleManifest,
+        variant_id: str,
+        providers: list[str],
+        timeout_s: float,
+    ) -> Candidate:
+        fallbacks: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        for i, provider in enumerate(providers):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            code, detail = self._probe(Path(install_dir) / variant_id, provider, left)
+            if code == 0:
+                return Candidate(Path(install_dir), manifest, variant_id, provider, fallbacks, detail)
+            # A provider other than the CPU failing to load may be the provider, not the model: try the next.
+            if code == EXIT_LOAD and provider != CPU and i + 1 < len(providers):
+                fallbacks.append(f"{provider}: {detail}")
+                continue
+            if code == EXIT_LOAD and provider != CPU:
+                raise ProviderUnavailableError(f"no execution provider could load {variant_id}: {detail}")
+            raise HealthCheckError(f"{manifest.ref} {variant_id} on {provider}: {detail}")
+        raise HealthCheckError(f"{manifest.ref} {variant_id}: no answer within {timeout_s:g} s")
+
+    def _probe(self, variant_dir: Path, provider: str, timeout_s: float) -> tuple[int, dict | str]:
+        cmd = [sys.executable, "-m", "edge_agent.deploy.probe", str(variant_dir), "--provider", provider]
+        cmd += ["--prompt", self.runtime.probe_prompt, "--max-tokens", str(self.runtime.probe_max_tokens)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return EXIT_ANSWER, f"no answer within {timeout_s:.0f} s"
+        if proc.returncode == 0:
+            return 0, json.loads(proc.stdout)
+        lines = (proc.stderr.strip() or f"probe exited with status {proc.returncode}").splitlines()
+        return proc.returncode, lines[-1][:500]
+
+    def promote(self, candidate: Candidate) -> None:
+        self.active = candidate
+
+    def discard(self, candidate: Candidate) -> None:
+        """Nothing stays loaded after a probe: the child process is gone."""
+
+
+def probe(variant_dir: Path, provider: str, prompt: str, max_tokens: int) -> dict:
+    """Load and answer one prompt; what the child process runs."""
+    from edge_agent.runtime import GenerationParams, LoadedModel
+
+    t0 = time.perf_counter()
+    model = LoadedModel(variant_dir, provider)
+    load_s = time.perf_counter() - t0
+    try:
+        text = model.chat_prompt([{"role": "user", "content": prompt}])
+    except Exception:  # no chat template in this variant: ask the plain prompt
+        text = prompt
+    pieces = list(model.stream(model.encode(text), GenerationParams(max_new_tokens=max_tokens)))
+    if not pieces:
+        raise HealthCheckError("the model produced no token")
+    return {
+        "provider": provider,
+        "load_s": round(load_s, 3),
+        "answer_s": round(time.perf_counter() - t0 - load_s, 3),
+        "tokens": len(pieces),
+        "text": "".join(pieces),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Load one variant and answer the probe prompt.")
+    parser.add_argument("variant_dir", type=Path)
+    parser.add_argument("--provider", default=CPU)
+    parser.add_argument("--prompt", default=RuntimeSettings().probe_prompt)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        from edge_agent.runtime import LoadedModel  # noqa: F401  (import errors count as load errors)
+
+        result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens)
+    except ModelRuntimeError as exc:
+        print(f"could not load: {exc}", file=sys.stderr)
+        return EXIT_LOAD
+    except Exception as exc:  # the child's whole job is to turn any failure into an exit status
+        print(f"did not answer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ANSWER
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The long-running agent: wire config, store, transports, reconciler and serving together, then run.
+
+Start-up order matters for crash safety: repair the store, then restore the active version, then
+resume an interrupted deployment, and only then take new desired states from the transports.
+SIGTERM (or SIGINT) sets `stop`: the running step stops at a safe point (the journal resumes it on
+the next start), the transports say `offline`, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from edge_agent import __version__
+from edge_agent.activation import Activator
+from edge_agent.config import AgentConfig
+from edge_agent.deploy.journal import Journal, Ledger
+from edge_agent.deploy.probe import ProbeActivator
+from edge_agent.deploy.reconciler import Reconciler
+from edge_agent.deploy.store import Store
+from edge_agent.errors import ConfigError, SlmopsError
+from edge_agent.reporting import Reporter
+from edge_agent.signing import TrustedKeys
+from edge_agent.transports.base import DesiredStateSource
+from edge_agent.transports.http_poll import HttpPoller
+from edge_agent.transports.mqtt import MqttLink
+from edge_agent.transports.topics import DeviceTopics
+
+log = logging.getLogger(__name__)
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(addr)
+        sock.sendall(message.encode())
+
+
+class AgentService:
+    def __init__(self, config: AgentConfig, activator: Activator | None = None) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.store = Store(config.state_dir)
+        self.journal = Journal(config.state_dir)
+        self.ledger = Ledger(config.state_dir)
+        self.reporter = Reporter(config, self.store, self.ledger)
+        self.trusted = TrustedKeys.from_paths(config.trusted_keys)
+        if not len(self.trusted):
+            raise ConfigError(f"trusted_keys: no public key found in {[str(p) for p in config.trusted_keys]}")
+        self.activator: Activator = activator or ProbeActivator(config.runtime)
+        self.reconciler = Reconciler(
+            config,
+            self.store,
+            self.journal,
+            self.ledger,
+            self.reporter,
+            self.activator,
+            self.trusted,
+            self.stop,
+        )
+        self.sources: list[DesiredStateSource] = []
+        self.mqtt: MqttLink | None = None
+        if config.mqtt:
+            topics = DeviceTopics(config.fleet, config.device_id, tuple(config.groups))
+            self.mqtt = MqttLink(config.mqtt, topics)
+            self.mqtt.on_connect(self.reporter.reported)
+            self.reporter.publishers.append(self.mqtt)
+            self.sources.append(self.mqtt)
+        if config.http_poll:
+            self.sources.append(
+                HttpPoller(config.registry_url, config.http_poll, config.limits.download_timeout_s)
+            )
+
+    def restore_active(self) -> None:
+        """Load the active version into the serving activator (a probe-only activator needs nothing)."""
+        cur = self.store.current()
+        if cur is None or not getattr(self.activator, "serves", True):
+            return
+        try:
+            candidate = self.activator.load_candidate(
+                cur.path, cur.manifest(), cur.variant, [cur.provider or "CPUExecutionProvider"], 300.0
+            )
+        except SlmopsError as exc:
+            log.error("the active version %s does not load: %s", cur.ref, exc)
+            return
+        self.activator.promote(candidate)
+        self.reconciler._served = cur.ref
+
+    def run(self) -> None:
+        started = time.monotonic()
+        log.info("edge-agent %s starting: %s", __version__, self.config.redacted())
+        self.store.recover()
+        self.restore_active()
+        for source in self.sources:
+            source.start(self.reconciler.submit)
+        self.reporter.reported()
+        sd_notify("READY=1")
+        log.info(
+            "started in %.2f s; trusted keys: %s", time.monotonic() - started, ", ".join(self.trusted.ids())
+        )
+        try:
+            self.reconciler.run()
+        finally:
+            sd_notify("STOPPING=1")
+            for source in self.sources:
+                source.stop()
+            self.reconciler.http.close()
+            log.info("stopped")
+
+
+__all__ = ["AgentService", "sd_notify"]

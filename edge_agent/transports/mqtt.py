@@ -1,0 +1,126 @@
+"""MQTT 5 link of the agent (paho-mqtt 2.x): desired state in, reports out.
+
+- QoS 1 everywhere; the device's and its groups' `desired` topics are retained, so a device that
+  (re)connects gets the latest document at once.
+- A persistent session (clean_start off, a session expiry), so QoS 1 messages sent while the device
+  was away are delivered when it returns.
+- `state` is `online` (retained) once connected; the broker's last will sets it to `offline`
+  when the device vanishes, and a clean stop publishes `offline` itself.
+- paho's network thread reconnects on its own with exponential backoff between the configured bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge_agent.config import MqttSettings
+from edge_agent.transports.base import Deliver
+from edge_agent.transports.topics import DeviceTopics
+
+log = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = b"online", b"offline"
+
+
+class MqttLink:
+    """Both a DesiredStateSource and a Publisher over one MQTT connection."""
+
+    def __init__(self, settings: MqttSettings, topics: DeviceTopics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.connected = threading.Event()
+        self._deliver: Deliver | None = None
+        self._on_connect_hooks: list = []
+        self.client_id = f"edge-agent-{topics.fleet}-{topics.device}"
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.enable_logger(logging.getLogger("edge_agent.transports.paho"))
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password)
+        if settings.use_tls:
+            tls = settings.tls
+            self.client.tls_set(
+                ca_certs=str(tls.ca) if tls.ca else None,
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            self.client.tls_insecure_set(tls.insecure)
+        self.client.will_set(topics.state, OFFLINE, qos=1, retain=True)
+        self.client.reconnect_delay_set(int(max(1, settings.reconnect_min_s)), int(settings.reconnect_max_s))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def on_connect(self, hook) -> None:
+        """Run `hook()` after every (re)connection, e.g. to republish the reported state."""
+        self._on_connect_hooks.append(hook)
+
+    # -- DesiredStateSource --------------------------------------------------------------------
+
+    def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        log.info("connecting to %s as %s", self.settings.url, self.client_id)
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Say `offline` ourselves (a clean disconnect does not fire the will), then disconnect."""
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
+            info.wait_for_publish(timeout=3)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- Publisher -----------------------------------------------------------------------------
+
+    def publish(self, kind: str, payload: bytes, retain: bool = False) -> None:
+        # Queued by paho while disconnected (QoS 1) and sent after the reconnect.
+        self.client.publish(self.topics.of(kind), payload, qos=1, retain=retain)
+
+    # -- paho callbacks (on paho's network thread) ---------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        subs = [(t, SubscribeOptions(qos=1)) for t in self.topics.desired_subscriptions()]
+        client.subscribe(subs)
+        client.publish(self.topics.state, ONLINE, qos=1, retain=True)
+        log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
+        self.connected.set()
+        for hook in self._on_connect_hooks:
+            hook()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if reason_code.is_failure:
+            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason_code)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if not message.payload:  # a cleared retained document
+            return
+        if self._deliver:
+            self._deliver(bytes(message.payload), message.topic)
+
+
+__all__ = ["OFFLINE", "ONLINE", "MqttLink"]

@@ -15,10 +15,16 @@ SlmopsError
 ├── IncompatibleError    nothing in a bundle suits this device (precision, provider, memory)
 ├── DistillError         a distillation stage that cannot go on (teacher endpoint, data, student shape)
 ├── ConfigError          the agent's config file or environment override is invalid
-└── DeployError          a deployment step failed on the device (the agent maps each to an ErrorCode)
-    ├── DownloadError            registry unreachable, 4xx, or retries spent (`transient` says which)
-    ├── DiskFullError            not enough free space for the download, or ENOSPC while writing
-    └── MemoryInsufficientError  the chosen variant needs more memory than the device has free
+├── DeployError          a deployment step failed on the device (the agent maps each to an ErrorCode)
+│   ├── DownloadError            registry unreachable, 4xx, or retries spent (`transient` says which)
+│   ├── DiskFullError            not enough free space for the download, or ENOSPC while writing
+│   └── MemoryInsufficientError  the chosen variant needs more memory than the device has free
+└── RequestError         an API request the model cannot serve (answered with a 4xx, never a 500)
+    ├── UnknownModelError        no such model (or version) is being served
+    ├── UnknownAdapterError      the model has no such LoRA adapter
+    ├── ContextLengthError       prompt plus requested tokens exceed the context window
+    ├── OverloadedError          the request queue is full (429, retry later)
+    └── NotReadyError            no model is loaded yet (503, retry later)
 """
 
 from __future__ import annotations
@@ -110,10 +116,43 @@ class MemoryInsufficientError(DeployError):
     pass
 
 
+class RequestError(SlmopsError):
+    """`param` names the request field at fault, as OpenAI error bodies do."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class UnknownModelError(RequestError):
+    pass
+
+
+class UnknownAdapterError(RequestError):
+    pass
+
+
+class ContextLengthError(RequestError):
+    pass
+
+
+class OverloadedError(RequestError):
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class NotReadyError(RequestError):
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 __all__ = [
     "BundleError",
     "ChecksumMismatchError",
     "ConfigError",
+    "ContextLengthError",
     "ContractError",
     "DeployError",
     "DiskFullError",
@@ -125,9 +164,14 @@ __all__ = [
     "MemoryInsufficientError",
     "MissingFileError",
     "ModelRuntimeError",
+    "NotReadyError",
+    "OverloadedError",
     "ProviderUnavailableError",
+    "RequestError",
     "SignatureError",
     "SizeMismatchError",
     "SlmopsError",
     "SourceError",
+    "UnknownAdapterError",
+    "UnknownModelError",
 ]

@@ -1,20 +1,30 @@
 """Run one model variant on onnxruntime-genai: load with a chosen execution provider, generate text.
 
 This is the only module that touches onnxruntime_genai; the health gate, the API server and bench
-all go through it.
+all go through it. One `LoadedModel` serves many requests at once: each `generate()` call makes its
+own `og.Generator`, and LoRA adapters are picked per generation.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
 
-from edge_agent.errors import ModelRuntimeError
+from edge_agent.contracts import GenerationDefaults
+from edge_agent.errors import (
+    ContextLengthError,
+    ModelRuntimeError,
+    ProviderUnavailableError,
+    RequestError,
+    UnknownAdapterError,
+)
 
 # ONNX Runtime provider names -> the names onnxruntime-genai's Config.append_provider takes.
 GENAI_PROVIDER_NAMES = {
@@ -31,17 +41,71 @@ GENAI_PROVIDER_NAMES = {
 @dataclass
 class GenerationParams:
     max_new_tokens: int = 64
-    temperature: float = 0.0
+    temperature: float = 0.0  # 0 is greedy
     top_p: float = 1.0
     top_k: int | None = None
     repetition_penalty: float = 1.0
     seed: int | None = None
-    # Fixed-length runs (bench): end-of-sequence is ignored until this many tokens were generated.
-    min_new_tokens: int = 0
+    min_new_tokens: int = 0  # > 0 suppresses end-of-sequence until then (fixed-length benchmarks)
+    stop: tuple[str, ...] = ()  # generation ends before the first of these strings; it is not returned
+    adapter: str | None = None  # LoRA adapter name loaded on the model
+
+    @classmethod
+    def from_defaults(cls, defaults: GenerationDefaults, **overrides: object) -> GenerationParams:
+        """The bundle's defaults, then whatever the request set (None means 'not set')."""
+        params = cls(
+            temperature=defaults.temperature,
+            top_p=defaults.top_p,
+            top_k=defaults.top_k,
+            repetition_penalty=defaults.repetition_penalty,
+        )
+        return replace(params, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Generation:
+    """One running generation: iterate it for text deltas; counts and timings fill in as it goes.
+
+    `cancel()` is safe from any thread; the token loop checks it before each step, so a client that
+    went away stops costing compute within one token.
+    """
+
+    prompt_tokens: int
+    max_new_tokens: int
+    completion_tokens: int = 0
+    finish_reason: str | None = None  # "stop", "length" or "cancelled"
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _pieces: Iterator[str] | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        """Generated tokens after the first / time after the first token (DESIGN.md section 8)."""
+        if self.first_token_at is None or self.finished_at is None or self.completion_tokens < 2:
+            return None
+        elapsed = self.finished_at - self.first_token_at
+        return (self.completion_tokens - 1) / elapsed if elapsed > 0 else None
+
+    def __iter__(self) -> Iterator[str]:
+        assert self._pieces is not None, "Generation objects come from LoadedModel.generate()"
+        return self._pieces
 
 
 class LoadedModel:
-    """One variant loaded with one execution provider."""
+    """One variant loaded with one execution provider, plus the LoRA adapters loaded on it."""
 
     def __init__(
         self, variant_dir: Path, provider: str = "CPUExecutionProvider", threads: int | None = None
@@ -50,7 +114,9 @@ class LoadedModel:
         self.provider = provider
         self.threads = threads
         if provider not in GENAI_PROVIDER_NAMES:
-            raise ModelRuntimeError(f"unknown execution provider {provider!r}")
+            raise ProviderUnavailableError(
+                f"execution provider {provider!r} is not supported by this runtime"
+            )
         try:
             config = og.Config(str(self.variant_dir))
             if threads:
@@ -66,26 +132,94 @@ class LoadedModel:
             raise ModelRuntimeError(f"{self.variant_dir}: could not load with {provider}: {exc}") from exc
         genai_config = json.loads((self.variant_dir / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"].get("context_length", 2048))
+        eos = genai_config["model"].get("eos_token_id", [])
+        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
+        self._adapters: og.Adapters | None = None
+        self.adapter_names: list[str] = []
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load a `.onnx_adapter` file under `name`; requests pick it with `GenerationParams.adapter`."""
+        try:
+            if self._adapters is None:
+                self._adapters = og.Adapters(self.model)
+            self._adapters.load(str(path), name)
+        except Exception as exc:
+            raise ModelRuntimeError(f"{path}: could not load adapter {name!r}: {exc}") from exc
+        self.adapter_names.append(name)
+
+    def chat_prompt(self, messages: list[dict[str, str]], template: str | None = None) -> str:
+        """The model's chat template (or `template`, a jinja string) applied, ready for the reply."""
+        try:
+            return self.tokenizer.apply_chat_template(
+                json.dumps(messages), template_str=template, add_generation_prompt=True
+            )
+        except Exception as exc:
+            raise RequestError(f"the chat template rejected these messages: {exc}", "messages") from exc
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text))
+        return [int(t) for t in self.tokenizer.encode(text)]
 
-    def stream(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
-        """Yield decoded text pieces, one per generated token."""
+    def generate(self, prompt_ids: list[int], params: GenerationParams) -> Generation:
+        """Check the request against the model, then return a lazy `Generation` (runs as it is iterated)."""
+        if not prompt_ids:
+            raise RequestError("the prompt is empty", "prompt")
+        if params.adapter is not None and params.adapter not in self.adapter_names:
+            raise UnknownAdapterError(f"this model has no adapter {params.adapter!r}", "model")
+        room = self.context_length - len(prompt_ids)
+        if room < 1 or params.max_new_tokens > room:
+            raise ContextLengthError(
+                f"this model's context is {self.context_length} tokens; the prompt has {len(prompt_ids)} "
+                f"and {params.max_new_tokens} more were requested",
+                "max_tokens" if room >= 1 else "messages",
+            )
+        gen = Generation(prompt_tokens=len(prompt_ids), max_new_tokens=params.max_new_tokens)
+        gen._pieces = self._run(gen, prompt_ids, params)
+        return gen
+
+    def _run(self, gen: Generation, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
+        try:
+            generator = self._generator(prompt_ids, params)
+        except Exception as exc:
+            raise ModelRuntimeError(f"generation failed to start: {exc}") from exc
         decoder = self.tokenizer.create_stream()
-        for token in self.token_ids(prompt_ids, params):
-            yield decoder.decode(token)
+        stops = _StopMatcher(params.stop)
+        try:
+            while not gen.cancelled:
+                if generator.is_done():
+                    gen.finish_reason = "length" if gen.completion_tokens >= params.max_new_tokens else "stop"
+                    break
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                gen.completion_tokens += 1
+                if gen.first_token_at is None:
+                    gen.first_token_at = time.perf_counter()
+                if token in self.eos_token_ids:
+                    continue
+                text, hit = stops.feed(decoder.decode(token))
+                if text:
+                    yield text
+                if hit:
+                    gen.finish_reason = "stop"
+                    break
+            else:
+                gen.finish_reason = "cancelled"
+            tail = stops.flush()
+            if tail and not stops.hit and gen.finish_reason != "cancelled":
+                yield tail
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise ModelRuntimeError(f"generation failed: {exc}") from exc
+        finally:
+            gen.finished_at = time.perf_counter()
+            if gen.finish_reason is None:  # the consumer stopped iterating early
+                gen.finish_reason = "cancelled"
 
-    def token_ids(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[int]:
-        """Yield generated token ids one at a time (the prompt runs before the first one)."""
+    def _generator(self, prompt_ids: list[int], params: GenerationParams) -> og.Generator:
         gp = og.GeneratorParams(self.model)
-        max_length = min(self.context_length, len(prompt_ids) + params.max_new_tokens)
-        options: dict[str, float | int | bool] = {"max_length": max_length}
+        options: dict[str, float | int | bool] = {"max_length": len(prompt_ids) + params.max_new_tokens}
         if params.min_new_tokens:
-            options["min_length"] = min(max_length, len(prompt_ids) + params.min_new_tokens)
+            options["min_length"] = len(prompt_ids) + min(params.min_new_tokens, params.max_new_tokens)
         if params.temperature > 0:
             options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
             if params.top_k:
@@ -98,7 +232,20 @@ class LoadedModel:
             options["repetition_penalty"] = params.repetition_penalty
         gp.set_search_options(**options)
         generator = og.Generator(self.model, gp)
+        if params.adapter is not None:
+            generator.set_active_adapter(self._adapters, params.adapter)
         generator.append_tokens(prompt_ids)
+        return generator
+
+    def stream(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
+        """Yield decoded text pieces as they are generated."""
+        yield from self.generate(prompt_ids, params)
+
+    def token_ids(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[int]:
+        """Yield generated token ids one at a time (the prompt runs before the first one); the token
+        budget is clamped to the context rather than refused (bench)."""
+        room = max(1, self.context_length - len(prompt_ids))
+        generator = self._generator(prompt_ids, replace(params, max_new_tokens=min(params.max_new_tokens, room)))
         while not generator.is_done():
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])
@@ -114,3 +261,39 @@ class LoadedModel:
     def generate_text(self, prompt: str, params: GenerationParams | None = None, chat: bool = True) -> str:
         text = self.chat_prompt([{"role": "user", "content": prompt}]) if chat else prompt
         return "".join(self.stream(self.encode(text), params or GenerationParams()))
+
+
+class _StopMatcher:
+    """Holds back text that could be the start of a stop string, so a stop string is never emitted."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.buffer = ""
+        self.hit = False
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Returns (text safe to emit now, whether a stop string was reached)."""
+        if not self.stops:
+            return piece, False
+        self.buffer += piece
+        found = [i for i in (self.buffer.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit = True
+            text, self.buffer = self.buffer[: min(found)], ""
+            return text, True
+        hold = max((_overlap(self.buffer, s) for s in self.stops), default=0)
+        text = self.buffer[: len(self.buffer) - hold]
+        self.buffer = self.buffer[len(self.buffer) - hold :]
+        return text, False
+
+    def flush(self) -> str:
+        text, self.buffer = self.buffer, ""
+        return text
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ApiSettings(BaseModel):
@@ -11,14 +13,31 @@ class ApiSettings(BaseModel):
     enabled: bool = True
     host: str = Field("127.0.0.1", description="bind address; anything but loopback needs api_key")
     port: int = Field(8088, ge=0, le=65535, description="0 picks a free port")
-    api_key: str | None = Field(None, description="Bearer key required on /v1/* when set")
+    api_key: str | None = Field(None, description="Bearer key required on /v1/* and /status when set")
     max_concurrent: int = Field(1, ge=1, description="generations running at once")
     max_queue: int = Field(8, ge=0, description="requests waiting beyond that; more get 429")
+
+    @model_validator(mode="after")
+    def _exposed_needs_key(self) -> ApiSettings:
+        if not _is_loopback(self.host) and not self.api_key:
+            raise ValueError(f"api.host {self.host!r} is reachable from other machines: set api.api_key")
+        return self
 
 
 class RuntimeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    providers: list[str] | None = Field(None, description="local override of the provider order")
+    providers: list[str] | None = Field(
+        None, description="local override: only these execution providers, in this order"
+    )
     probe_prompt: str = Field("Say hello.", description="prompt the health gate asks a new version")
     probe_max_tokens: int = Field(8, ge=1)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,99 @@
+"""The model host: provider fallback (visible in /status), health gate failures, load beside, swap."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge_agent.bundle_check import parse_manifest
+from edge_agent.errors import HealthCheckError, ProviderUnavailableError
+from edge_agent.http_server import BackgroundServer
+from edge_agent.runtime import GenerationParams
+from edge_agent.serving.api import create_app
+from edge_agent.serving.model_host import ModelHost
+from edge_agent.serving.settings import ApiSettings, RuntimeSettings
+from tests.serving.conftest import VARIANT, MakeBundle
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def manifest_of(bundle: Path):  # type: ignore[no-untyped-def]
+    return parse_manifest((bundle / "manifest.json").read_bytes())
+
+
+def test_missing_provider_falls_back_to_cpu_and_status_shows_it(serving_bundle: MakeBundle) -> None:
+    bundle = serving_bundle("2.0.0", providers=(CUDA, CPU), device="gpu")
+    host = ModelHost()
+    manifest = manifest_of(bundle)
+    choice = host.choose(manifest)
+    assert choice.providers == [CUDA, CPU]  # CUDA stays first: the fallback past it is recorded, not hidden
+    candidate = host.load_candidate(bundle, manifest, choice.variant_id, choice.providers, timeout_s=60)
+    assert candidate.provider == CPU
+    assert candidate.fallbacks == [f"{CUDA}: not available on this device"]
+    host.promote(candidate)
+    with BackgroundServer(create_app(host, ApiSettings(port=0))) as server:
+        active = httpx.get(f"{server.url}/status").json()["active"]
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert active["provider"] == CPU and active["fallbacks"] == candidate.fallbacks
+    assert "edge_agent_provider_fallbacks 1.0" in metrics
+
+
+def test_provider_that_fails_to_start_falls_back(serving_bundle: MakeBundle) -> None:
+    bundle = serving_bundle("2.0.1")
+    # listed by onnxruntime here, but onnxruntime-genai cannot run a model on it: it fails to start
+    providers = ["AzureExecutionProvider", CPU]
+    candidate = ModelHost().load_candidate(bundle, manifest_of(bundle), VARIANT, providers, timeout_s=60)
+    assert candidate.provider == CPU
+    assert candidate.fallbacks[0].startswith("AzureExecutionProvider: execution provider")
+
+
+def test_no_provider_available_is_provider_unavailable(serving_bundle: MakeBundle) -> None:
+    bundle = serving_bundle("2.0.2")
+    with pytest.raises(ProviderUnavailableError, match="CUDAExecutionProvider: not available"):
+        ModelHost().load_candidate(bundle, manifest_of(bundle), VARIANT, [CUDA], timeout_s=60)
+
+
+def test_broken_variant_fails_the_health_gate(serving_bundle: MakeBundle, tmp_path: Path) -> None:
+    bundle = serving_bundle("2.0.3")
+    (bundle / VARIANT / "model.onnx").write_bytes(b"not a model")
+    host = ModelHost()
+    with pytest.raises(HealthCheckError, match="did not load"):
+        host.load_candidate(bundle, manifest_of(bundle), VARIANT, [CPU], timeout_s=60)
+    assert host.current is None
+
+
+def test_local_override_limits_providers(serving_bundle: MakeBundle) -> None:
+    bundle = serving_bundle("2.0.4", providers=(CUDA, CPU), device="gpu")
+    host = ModelHost(RuntimeSettings(providers=[CPU]))
+    served = host.load_dir(bundle)
+    assert (served.provider, served.fallbacks) == (CPU, [])
+
+
+def test_swap_releases_the_old_model_after_its_last_request(serving_bundle: MakeBundle) -> None:
+    v1, v2 = serving_bundle("3.0.0"), serving_bundle("3.0.1")
+    host = ModelHost()
+    host.load_dir(v1)
+    lease = host.acquire("tiny-chat")
+    old = lease.served
+    candidate = host.load_candidate(v2, manifest_of(v2), VARIANT, [CPU], timeout_s=60)
+    assert host.current is old  # loaded beside: the old one still serves until promoted
+    host.promote(candidate)
+    assert host.acquire("tiny-chat").served.version == "3.0.1"
+    assert old.model is not None and host.status()["retired"][0]["ref"] == "tiny-chat@3.0.0"
+    gen = lease.model.generate(lease.model.encode("hi"), GenerationParams(max_new_tokens=3))
+    list(gen)  # the request in flight finishes on the old model
+    assert gen.completion_tokens == 3
+    lease.release()
+    assert old.model is None and host.status()["retired"] == [] and host.released == 1
+
+
+def test_variant_folder_serves_standalone(lora_variant: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    variant_dir, adapters = lora_variant
+    folder = shutil.copytree(variant_dir, tmp_path / "My_Model")
+    for path in adapters.values():
+        shutil.copy(path, folder / path.name)
+    served = ModelHost().load_dir(folder)
+    assert (served.name, served.version, served.adapters) == ("my-model", "0.0.0", ["alpha", "beta"])

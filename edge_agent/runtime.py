@@ -245,7 +245,9 @@ class LoadedModel:
         """Yield generated token ids one at a time (the prompt runs before the first one); the token
         budget is clamped to the context rather than refused (bench)."""
         room = max(1, self.context_length - len(prompt_ids))
-        generator = self._generator(prompt_ids, replace(params, max_new_tokens=min(params.max_new_tokens, room)))
+        generator = self._generator(
+            prompt_ids, replace(params, max_new_tokens=min(params.max_new_tokens, room))
+        )
         while not generator.is_done():
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])

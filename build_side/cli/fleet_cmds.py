@@ -169,6 +169,17 @@ def deploy_cmd(
             session=watch.session if watch else None,
             snapshot=watch.snapshot if watch else None,
         )
+        if not json_out:
+            console.print(
+                table(
+                    f"deployed {published[0].state.bundle.ref}",
+                    ["target", "revision", "deployment", "where"],
+                    [
+                        [f"{p.target_kind} {p.target}", p.state.revision, p.state.deployment_id, p.where]
+                        for p in published
+                    ],
+                )
+            )
         outcomes = {}
         if wait and watch:
             targets: dict[str, str] = {}
@@ -191,16 +202,6 @@ def deploy_cmd(
             }
         )
     else:
-        console.print(
-            table(
-                f"deployed {published[0].state.bundle.ref}",
-                ["target", "revision", "deployment", "where"],
-                [
-                    [f"{p.target_kind} {p.target}", p.state.revision, p.state.deployment_id, p.where]
-                    for p in published
-                ],
-            )
-        )
         for d, o in outcomes.items():
             console.print(f"{d}: {o.state or 'TIMEOUT'} {o.detail}")
     if outcomes and not all(o.succeeded for o in outcomes.values()):

@@ -1,8 +1,6 @@
-"""`slmops demo`: the end-to-end demo on embedded defaults (grows with every part that lands)."""
+"""`slmops demo`: the end-to-end demo on embedded defaults (build_side/demo/story.py tells it)."""
 
 from __future__ import annotations
-
-import time
 
 import typer
 
@@ -15,21 +13,38 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     prompt: str = typer.Option(
-        "What is the capital of France?", "--prompt", "-p", help="The question to ask."
+        "What is the capital of France?", "--prompt", "-p", help="The question to ask the device."
     ),
+    variants: str = typer.Option(
+        "cpu-int4,cpu-int8,cpu-fp32", "--variants", help="The cpu variants to build (comma-separated)."
+    ),
+    transport: str = typer.Option(
+        "auto",
+        "--transport",
+        help="auto: MQTT when a broker listens on the --broker address, HTTP polling otherwise.",
+    ),
+    broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", help="Where to look for Mosquitto."),
+    max_tokens: int = typer.Option(96, "--max-tokens", help="Longest answer, in tokens."),
 ) -> None:
-    """Run the whole story on this machine: prepare the real SmolLM2-135M-Instruct and answer a prompt."""
-    from build_side.generate import generate
-    from build_side.sources import prepare
+    """Run the whole story on this machine, start to end, and stop everything it started.
 
-    start = time.monotonic()
-    console.rule("1. model source")
-    with console.status("preparing smollm2-135m-instruct (de-quantizing the packaged GGUF) ..."):
-        src = prepare("smollm2-135m-instruct")
-    console.print(f"{'reused' if src.cached else 'prepared'} {src.ref} -> {src.path}")
-    console.rule("2. answer")
-    console.print(f"[bold]Q:[/] {prompt}")
-    with console.status("generating ..."):
-        answer = generate(src.path, prompt)
-    console.print(f"[bold]A:[/] {answer}")
-    console.rule(f"done in {time.monotonic() - start:.1f} s")
+    Prepare the real SmolLM2-135M-Instruct, build and sign its cpu variants into a bundle, publish it
+    to a registry under $SLMOPS_HOME and serve it, start an edge agent as a local device (over MQTT
+    when Mosquitto listens, HTTP polling otherwise), deploy the bundle, watch the device's events,
+    ask it a question through its OpenAI-compatible API, show its bench record and the fleet status.
+    A second run reuses the prepared source and the published release.
+    """
+    from build_side.demo.story import DemoOptions, Story
+    from build_side.settings import home_dir
+
+    if transport not in ("auto", "mqtt", "http"):
+        raise typer.BadParameter("--transport is auto, mqtt or http")
+    opts = DemoOptions(
+        prompt=prompt,
+        home=home_dir(),
+        variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+        transport=transport,
+        broker=broker,
+        max_tokens=max_tokens,
+    )
+    Story(opts, console).run()

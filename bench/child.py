@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import resource
 import socket
 import sys
 import time
@@ -23,6 +21,7 @@ from bench.engines import Engine, EngineInfo, engine_class
 from bench.quality import score
 from edge_agent.bench_metrics import GenerationTiming, decode_bound_tok_s, summarize, summarize_timings
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord, Quality, Summary
+from edge_agent.device_bench import cpu_model, peak_rss_mb
 from edge_agent.errors import SlmopsError
 
 
@@ -55,32 +54,6 @@ class CaseResult(BaseModel):
     tokens: dict[str, list[int]] = Field(default_factory=dict)
     chat_ids: list[list[int]] = Field(default_factory=list)
     error: str | None = None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set of this process so far, in MiB.
-
-    Linux: VmHWM of this process's address space. Not ru_maxrss: that one survives fork and exec,
-    so a child started by a large parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
 def emit(**event: object) -> None:

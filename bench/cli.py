@@ -45,11 +45,16 @@ def version() -> None:
     print(__version__)
 
 
+def wide_console() -> Console:
+    """Stdout console; pipes and files get every column instead of an 80-character squeeze."""
+    return Console(width=None if Console().is_terminal else 200)
+
+
 def emit(records: list, fmt: Format, output: Path | None, title: str) -> None:
     """Print records in the chosen format; with --output also write that format to a file."""
     from bench import report
 
-    console = Console(width=None if Console().is_terminal else 200)  # pipes and files get every column
+    console = wide_console()
     if fmt is Format.table:
         console.print(report.table(records, title=title))
         text = report.to_markdown(records)
@@ -251,7 +256,7 @@ def history_cmd(
                 f"{r.quality.perplexity:.2f}" if r.quality else "-",
                 f"[red]REGRESSION: {flags}[/red]" if flags else "",
             )
-        Console().print(t)
+        wide_console().print(t)
         if regressed:
             Console(stderr=True).print(f"[red]{len(regressed)} case(s) regressed in their latest run[/red]")
     if fail_on_regression and regressed:

@@ -4,7 +4,6 @@ device runs."""
 from __future__ import annotations
 
 import re
-import time
 from importlib.metadata import version
 from typing import ClassVar
 
@@ -14,7 +13,8 @@ from bench.cases import CaseSpec
 from bench.engines.base import EngineInfo
 from bench.weights import folder_size, onnx_weight_bytes_per_token
 from edge_agent.bench_metrics import GenerationTiming
-from edge_agent.runtime import GenerationParams, LoadedModel
+from edge_agent.device_bench import time_generation
+from edge_agent.runtime import LoadedModel
 
 PRECISION_RE = re.compile(r"(fp32|fp16|bf16|int8|int4)")
 
@@ -33,14 +33,7 @@ class OrtGenaiEngine:
         return self.model.encode(self.model.chat_prompt(messages))
 
     def generate(self, prompt_ids: list[int], n_tokens: int) -> GenerationTiming:
-        params = GenerationParams(max_new_tokens=n_tokens, min_new_tokens=n_tokens)
-        start = time.perf_counter()
-        tokens = self.model.token_ids(prompt_ids, params)
-        next(tokens)  # the prompt's forward pass and the first sample
-        first = time.perf_counter()
-        count = 1 + sum(1 for _ in tokens)
-        end = time.perf_counter()
-        return GenerationTiming(len(prompt_ids), count, first - start, end - start)
+        return time_generation(self.model, prompt_ids, n_tokens)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         return self.model.sequence_logits(ids)

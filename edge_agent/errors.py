@@ -19,12 +19,18 @@ SlmopsError
 │   ├── DownloadError            registry unreachable, 4xx, or retries spent (`transient` says which)
 │   ├── DiskFullError            not enough free space for the download, or ENOSPC while writing
 │   └── MemoryInsufficientError  the chosen variant needs more memory than the device has free
-└── RequestError         an API request the model cannot serve (answered with a 4xx, never a 500)
-    ├── UnknownModelError        no such model (or version) is being served
-    ├── UnknownAdapterError      the model has no such LoRA adapter
-    ├── ContextLengthError       prompt plus requested tokens exceed the context window
-    ├── OverloadedError          the request queue is full (429, retry later)
-    └── NotReadyError            no model is loaded yet (503, retry later)
+├── RequestError         an API request the model cannot serve (answered with a 4xx, never a 500)
+│   ├── UnknownModelError        no such model (or version) is being served
+│   ├── UnknownAdapterError      the model has no such LoRA adapter
+│   ├── ContextLengthError       prompt plus requested tokens exceed the context window
+│   ├── OverloadedError          the request queue is full (429, retry later)
+│   └── NotReadyError            no model is loaded yet (503, retry later)
+└── BuildError           the build side could not make or publish something
+    ├── ConvertError             the model builder or the quality evaluation failed
+    ├── RecipeError              a pipeline recipe is invalid (names the key and the line)
+    ├── StageUnavailableError    a pipeline stage whose module is not installed
+    ├── PublishConflictError     name@version is already published with different content
+    └── RegistryError            a registry that cannot be read or written
 """
 
 from __future__ import annotations
@@ -148,12 +154,41 @@ class NotReadyError(RequestError):
         super().__init__(message)
 
 
+class BuildError(SlmopsError):
+    pass
+
+
+class ConvertError(BuildError):
+    pass
+
+
+class RecipeError(BuildError):
+    def __init__(self, where: str | Path, problem: str) -> None:
+        self.where = str(where)
+        self.problem = problem
+        super().__init__(f"{where}: {problem}")
+
+
+class StageUnavailableError(BuildError):
+    pass
+
+
+class PublishConflictError(BuildError):
+    pass
+
+
+class RegistryError(BuildError):
+    pass
+
+
 __all__ = [
+    "BuildError",
     "BundleError",
     "ChecksumMismatchError",
     "ConfigError",
     "ContextLengthError",
     "ContractError",
+    "ConvertError",
     "DeployError",
     "DiskFullError",
     "DistillError",
@@ -167,11 +202,15 @@ __all__ = [
     "NotReadyError",
     "OverloadedError",
     "ProviderUnavailableError",
+    "PublishConflictError",
+    "RecipeError",
+    "RegistryError",
     "RequestError",
     "SignatureError",
     "SizeMismatchError",
     "SlmopsError",
     "SourceError",
+    "StageUnavailableError",
     "UnknownAdapterError",
     "UnknownModelError",
 ]

@@ -35,6 +35,7 @@ from edge_agent.contracts.manifest import (
     Variant,
     VariantEval,
 )
+from edge_agent.contracts.registry_index import INDEX_SCHEMA, IndexEntry, RegistryIndex
 
 # Exported as JSON Schema to manifests/schemas/<file>; a test fails when they drift.
 SCHEMA_FILES: dict[str, type] = {
@@ -43,6 +44,7 @@ SCHEMA_FILES: dict[str, type] = {
     "event.schema.json": Event,
     "reported-state.schema.json": ReportedState,
     "bench-record.schema.json": BenchRecord,
+    "registry-index.schema.json": RegistryIndex,
 }
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "BUNDLE_SCHEMA",
     "DESIRED_SCHEMA",
     "EVENT_SCHEMA",
+    "INDEX_SCHEMA",
     "REPORTED_SCHEMA",
     "SCHEMA_FILES",
     "TERMINAL_STATES",
@@ -67,9 +70,11 @@ __all__ = [
     "EventError",
     "FileEntry",
     "GenerationDefaults",
+    "IndexEntry",
     "Progress",
     "Quality",
     "Quantization",
+    "RegistryIndex",
     "ReportedState",
     "SourceInfo",
     "Summary",

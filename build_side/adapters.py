@@ -1,0 +1,73 @@
+"""LoRA adapters from the fine-tuning stage (PEFT folders) merged into the base weights before convert.
+
+Merging gives plain weights the builder quantizes like any other model, so every variant carries the
+adapter at no runtime cost. The merged folder is cached by the content of the base and the adapters,
+so a second convert with the same inputs merges nothing. (Shipping adapters as separate
+`.onnx_adapter` files is the other route: `slmops bundle --adapter` takes such files ready-made.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from build_side.fingerprint import dir_digest
+from build_side.settings import cache_dir
+from edge_agent.errors import ConvertError
+
+
+def parse_adapter(text: str) -> tuple[str, Path]:
+    """`NAME=PEFT_DIR` -> (name, folder holding adapter_config.json)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ConvertError(f"adapter {text!r}: expected NAME=PEFT_DIR")
+    folder = Path(path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise ConvertError(
+            f"adapter {name!r}: {folder} is not a PEFT adapter folder (no adapter_config.json)"
+        )
+    return name, folder
+
+
+def merged_digest(base_sha256: str, adapters: dict[str, Path]) -> str:
+    h = hashlib.sha256(base_sha256.encode())
+    for name in sorted(adapters):
+        h.update(f"\0{name}\0{dir_digest(adapters[name])}".encode())
+    return h.hexdigest()
+
+
+def merge_adapters(base_dir: Path, base_sha256: str, adapters: dict[str, Path]) -> tuple[Path, str]:
+    """Merge every adapter (in name order) into a copy of the base; returns (HF folder, its digest)."""
+    digest = merged_digest(base_sha256, adapters)
+    target = cache_dir() / "merged" / digest[:16]
+    if (target / "hf" / "config.json").is_file():
+        return target / "hf", digest
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".merge-"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+        for name in sorted(adapters):
+            try:
+                model = PeftModel.from_pretrained(model, str(adapters[name]), adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ConvertError(f"adapter {name!r} does not fit {base_dir}: {exc}") from exc
+            model = model.merge_and_unload()
+        model.save_pretrained(work / "hf")
+        AutoTokenizer.from_pretrained(base_dir).save_pretrained(work / "hf")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target / "hf", digest
+
+
+__all__ = ["merge_adapters", "merged_digest", "parse_adapter"]

@@ -1,0 +1,245 @@
+"""A registry is a directory of static files (DESIGN.md section 4); this module writes and reads it.
+
+    index.json, index.sig              what the registry holds, signed
+    bundles/<name>/<version>/...       immutable once published
+    channels/<channel>.json            desired state for devices that poll (written by the fleet tools)
+    keys/<key-id>.pub                  the public keys that signed manifests and the index
+
+Publishing copies a verified bundle under a temporary name inside `bundles/<name>/` and renames it
+into place, so a reader sees all of it or nothing; `index.json` is then rebuilt from what is on disk
+and replaced the same way. One lock file serialises publishers on the same registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from edge_agent.bundle_check import MANIFEST, SIGNATURE, describe_validation_error, verify_bundle
+from edge_agent.contracts import IndexEntry, RegistryIndex
+from edge_agent.errors import BundleError, PublishConflictError, RegistryError, SignatureError
+from edge_agent.signing import SigningKey, TrustedKeys, VerifyKey, detached_signature, verify_detached
+
+INDEX, INDEX_SIG, LOCK = "index.json", "index.sig", ".publish.lock"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    ref: str
+    path: Path
+    manifest_sha256: str
+    published: bool  # False: the same content was already there (nothing done)
+
+
+def bundle_path(root: Path, name: str, version: str) -> Path:
+    return Path(root) / "bundles" / name / version
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _trusted_for_publish(root: Path, key: SigningKey) -> TrustedKeys:
+    """A bundle may be signed by the publishing key or by a key the registry already lists."""
+    return TrustedKeys([key.public, *(VerifyKey.load(p) for p in sorted(root.glob("keys/*.pub")))])
+
+
+def _save_public(root: Path, key_id: str, trusted: TrustedKeys) -> None:
+    path = root / "keys" / f"{key_id}.pub"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trusted.get(key_id).save(path)
+
+
+def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
+    """Put a bundle into the registry at `root` and re-sign the index.
+
+    The bundle is verified first (signature and every file). Publishing the same name@version again
+    with identical manifest bytes is a no-op; with different bytes it is refused."""
+    bundle_dir, root = Path(bundle_dir), Path(root)
+    trusted = _trusted_for_publish(root, key)
+    report = verify_bundle(bundle_dir, trusted)
+    if not report.ok:
+        problems = "; ".join(str(p) for p in report.problems)
+        raise BundleError(bundle_dir, f"does not match its manifest, not publishing: {problems}")
+    m = report.manifest
+    data = (bundle_dir / MANIFEST).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    target = bundle_path(root, m.name, m.version)
+    with _locked(root):
+        if target.exists():
+            existing = (target / MANIFEST).read_bytes() if (target / MANIFEST).is_file() else b""
+            if hashlib.sha256(existing).hexdigest() != digest:
+                raise PublishConflictError(
+                    f"{m.ref} is already published in {root} with different content; "
+                    "a published version never changes: bump the version"
+                )
+            write_index(root, key)
+            return PublishResult(m.ref, target, digest, published=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{m.version}-"))
+        try:
+            for rel in [*(f.path for f in m.all_files()), MANIFEST, SIGNATURE]:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(bundle_dir / rel, staging / rel)
+            os.rename(staging, target)  # atomic; fails if another publisher won the race
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _save_public(root, report.key_id, trusted)
+        write_index(root, key)
+    return PublishResult(m.ref, target, digest, published=True)
+
+
+def scan(root: Path) -> list[IndexEntry]:
+    """Index entries for every complete bundle under `root/bundles` (half-copied ones are hidden
+    under dot-names, so they never show)."""
+    from edge_agent.bundle_check import parse_manifest
+
+    entries = []
+    for mpath in sorted(Path(root).glob(f"bundles/*/*/{MANIFEST}")):
+        if mpath.parent.name.startswith("."):
+            continue
+        data = mpath.read_bytes()
+        m = parse_manifest(data, mpath)
+        try:
+            key_id = json.loads((mpath.parent / SIGNATURE).read_bytes())["key_id"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{mpath.parent / SIGNATURE}: unreadable signature ({exc})") from exc
+        entries.append(
+            IndexEntry(
+                name=m.name,
+                version=m.version,
+                manifest_path=mpath.relative_to(root).as_posix(),
+                manifest_sha256=hashlib.sha256(data).hexdigest(),
+                created=m.created,
+                description=m.description,
+                task=m.task,
+                variants=[v.id for v in m.variants],
+                size_bytes=sum(f.size for f in m.all_files()),
+                key_id=key_id,
+            )
+        )
+    return entries
+
+
+def index_bytes(index: RegistryIndex) -> bytes:
+    return json.dumps(index.model_dump(mode="json", by_alias=True), indent=2).encode() + b"\n"
+
+
+def write_index(root: Path, key: SigningKey) -> RegistryIndex:
+    """Rebuild `index.json` from the bundles on disk and sign it (`index.sig`); publish the key.
+    An index that already lists exactly these bundles, signed by this key, is left as it is."""
+    root = Path(root)
+    bundles = scan(root)
+    current = _current_index(root)
+    if current is not None and current[0].bundles == bundles and current[1] == key.key_id:
+        return current[0]
+    index = RegistryIndex(bundles=bundles)
+    data = index_bytes(index)
+    _atomic_write(root / INDEX, data)
+    _atomic_write(root / INDEX_SIG, detached_signature(key, data))
+    pub = root / "keys" / f"{key.key_id}.pub"
+    if not pub.exists():
+        pub.parent.mkdir(parents=True, exist_ok=True)
+        key.public.save(pub)
+    return index
+
+
+def _current_index(root: Path) -> tuple[RegistryIndex, str] | None:
+    try:
+        index = RegistryIndex.model_validate_json((root / INDEX).read_bytes())
+        key_id = json.loads((root / INDEX_SIG).read_bytes())["key_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return index, key_id
+
+
+@dataclass(frozen=True)
+class IndexRead:
+    index: RegistryIndex
+    key_id: str | None
+    verified: bool
+    problem: str | None  # why the signature was not verified
+
+
+def _fetch(location: str, name: str) -> bytes | None:
+    if location.startswith(("http://", "https://")):
+        url = location.rstrip("/") + "/" + name
+        try:
+            resp = httpx.get(url, timeout=30, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"cannot reach {url}: {exc}") from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RegistryError(f"{url}: HTTP {resp.status_code}")
+        return resp.content
+    path = Path(location) / name
+    if not Path(location).is_dir():
+        raise RegistryError(f"{location}: no such registry directory")
+    return path.read_bytes() if path.is_file() else None
+
+
+def read_index(location: str | Path, trusted: TrustedKeys | None = None) -> IndexRead:
+    """Read `index.json` from a registry directory or URL and check `index.sig` against `trusted`.
+
+    An unsigned or untrusted index is still returned (listing is informational); `verified` and
+    `problem` say what held. A registry with no index yet reads as empty."""
+    location = str(location)
+    data = _fetch(location, INDEX)
+    if data is None:
+        return IndexRead(RegistryIndex(), None, False, "the registry has no index.json yet")
+    try:
+        index = RegistryIndex.model_validate_json(data)
+    except ValidationError as exc:
+        raise RegistryError(f"{location}/{INDEX}: {describe_validation_error(exc)}") from exc
+    sig = _fetch(location, INDEX_SIG)
+    key_id = json.loads(sig).get("key_id") if sig else None
+    if sig is None:
+        return IndexRead(index, None, False, "index.sig is missing")
+    if trusted is None or not len(trusted):
+        return IndexRead(index, key_id, False, "no trusted keys given")
+    try:
+        verify_detached(data, sig, trusted, sig_name=INDEX_SIG)
+    except SignatureError as exc:
+        return IndexRead(index, key_id, False, str(exc))
+    return IndexRead(index, key_id, True, None)
+
+
+__all__ = [
+    "INDEX",
+    "INDEX_SIG",
+    "IndexRead",
+    "PublishResult",
+    "bundle_path",
+    "index_bytes",
+    "publish",
+    "read_index",
+    "scan",
+    "write_index",
+]

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from build_side.convert import ConvertedVariant, load_variants
 from build_side.manifest_io import file_entries, write_signed_manifest
-from edge_agent.contracts import Adapter, BundleManifest, GenerationDefaults, SourceInfo, Variant
+from edge_agent.contracts import Adapter, BundleManifest, GenerationDefaults, Variant
 from edge_agent.contracts.common import Name, SemVer
 from edge_agent.errors import BuildError, ContractError
 from edge_agent.signing import SigningKey
@@ -64,47 +65,64 @@ class BundleResult:
     manifest_sha256: str
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link when possible (same disk, instant, no extra space); the builder never edits a file
-    in place, so a later convert replaces files instead of changing the bundle's."""
+def _chat_renderer(variant_dir: Path) -> Callable[[list[dict[str, str]], bool], str] | None:
+    """Render the variant's chat template as transformers does (sandboxed jinja, trimmed blocks),
+    without loading transformers: bundling stays fast."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    path = variant_dir / CHAT_TEMPLATE
+    config_path = variant_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    text = path.read_text() if path.is_file() else config.get("chat_template")
+    if not isinstance(text, str):
+        return None
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    env.globals["raise_exception"] = raise_exception
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        template = env.from_string(text)
+    except jinja2.TemplateError as exc:
+        raise BuildError(f"{path}: the chat template does not parse ({exc})") from exc
+    tokens = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokens)
+        except jinja2.TemplateError as exc:
+            raise BuildError(f"{path}: the chat template failed on {messages} ({exc})") from exc
+
+    return render
 
 
 def prompt_template(variant_dir: Path) -> dict[str, str]:
     """Foundry Local's PromptTemplate ({Content} placeholders) derived from the chat template by
     rendering marker messages and keeping what each role adds."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(variant_dir))
-    except (OSError, ValueError) as exc:
-        raise BuildError(f"{variant_dir}: cannot read the tokenizer ({exc})") from exc
-    if not tok.chat_template:
+    render = _chat_renderer(variant_dir)
+    if render is None:
         return {"prompt": "{Content}"}
     sys_msg = {"role": "system", "content": "S"}
-
-    def render(messages: list[dict[str, str]], gen: bool = False) -> str:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+    user = {"role": "user", "content": "{Content}"}
+    asked = [sys_msg, {"role": "user", "content": "U"}]
 
     def added(before: list[dict[str, str]], after: list[dict[str, str]], gen: bool = False) -> str:
-        head, full = render(before), render(after, gen)
+        head, full = render(before, False), render(after, gen)
         if not full.startswith(head):
             raise BuildError(
                 f"{variant_dir}: the chat template is not incremental; write PromptTemplate by hand"
             )
         return full[len(head) :]
 
-    user = {"role": "user", "content": "{Content}"}
     return {
-        "system": render([{"role": "system", "content": "{Content}"}]),
+        "system": render([{"role": "system", "content": "{Content}"}], False),
         "user": added([sys_msg], [sys_msg, user]),
-        "assistant": added(
-            [sys_msg, {"role": "user", "content": "U"}],
-            [sys_msg, {"role": "user", "content": "U"}, {"role": "assistant", "content": "{Content}"}],
-        ),
+        "assistant": added(asked, [*asked, {"role": "assistant", "content": "{Content}"}]),
         "prompt": added([sys_msg], [sys_msg, user], gen=True),
     }
 
@@ -155,11 +173,22 @@ def _variant(bundle: Path, record: ConvertedVariant, min_memory_mb: int) -> Vari
 
 
 def assemble(
-    convert_dir: Path, out_root: Path, settings: BundleSettings, source: SourceInfo, key: SigningKey
+    convert_dir: Path,
+    out_root: Path,
+    settings: BundleSettings,
+    key: SigningKey,
+    recipe: tuple[str, str] | None = None,
 ) -> BundleResult:
-    """Write `out_root/<name>/<version>/` from `convert_dir`'s variants and sign it."""
+    """Write `out_root/<name>/<version>/` from `convert_dir`'s variants and sign it. `recipe` is
+    (path, sha256) of the pipeline recipe that made it, recorded in the manifest's source."""
     records = load_variants(Path(convert_dir), settings.variants)
     ids = [r.id for r in records]
+    sources = {r.source.sha256 for r in records}
+    if len(sources) > 1:
+        raise BuildError(f"{convert_dir}: the variants were built from different weights; convert them again")
+    source = records[0].source
+    if recipe:
+        source = source.model_copy(update={"recipe": recipe[0], "recipe_sha256": recipe[1]})
     final = Path(out_root) / settings.name / settings.version
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{settings.version}-"))
@@ -167,7 +196,8 @@ def assemble(
         defaults = settings.generation_defaults
         for record in records:
             dest = work / record.id
-            shutil.copytree(Path(convert_dir) / record.id, dest, copy_function=_link_or_copy)
+            # copies, not links: editing a file of a bundle must never change the convert output
+            shutil.copytree(Path(convert_dir) / record.id, dest)
             template = prompt_template(dest)
             (dest / INFERENCE_MODEL).write_text(
                 json.dumps(inference_model(settings.name, record, template), indent=2) + "\n"

@@ -30,7 +30,7 @@ import build_side
 from build_side.builder_worker import EVENT_PREFIX
 from build_side.settings import cache_dir
 from edge_agent.bundle_check import describe_validation_error
-from edge_agent.contracts import Quantization, VariantEval
+from edge_agent.contracts import Quantization, SourceInfo, VariantEval
 from edge_agent.contracts.common import Name
 from edge_agent.contracts.manifest import DeviceKind, Precision
 from edge_agent.errors import ConvertError
@@ -157,8 +157,7 @@ class ConvertedVariant(BaseModel):
     quantization: Quantization | None = None
     spec: VariantSpec
     builder: str = Field(description="builder command equivalent, for the record")
-    source_sha256: str
-    tools: dict[str, str] = Field(default_factory=dict)
+    source: SourceInfo = Field(description="the weights it was built from (with the tools' versions)")
     eval: VariantEval | None = None
     eval_note: str | None = Field(None, description="why there is no eval (e.g. needs CUDA)")
 
@@ -339,7 +338,7 @@ def convert(
     hf_dir: Path,
     specs: list[VariantSpec],
     out_dir: Path,
-    source_sha256: str,
+    source: SourceInfo,
     progress: ProgressFn | None = None,
 ) -> list[ConvertedVariant]:
     """Build every variant into `out_dir/<id>/` (replacing an older build of the same id only when the
@@ -368,7 +367,7 @@ def convert(
             ],
         }
         _run_worker(job, out_dir / LOG_NAME, _num_layers(hf_dir), progress)
-        tools = tool_versions()
+        source = source.model_copy(update={"tools": {**tool_versions(), **source.tools}})
         results = []
         for spec in specs:
             final = out_dir / spec.id
@@ -383,8 +382,7 @@ def convert(
                 quantization=_quantization(spec, final),
                 spec=spec,
                 builder=builder_command(spec),
-                source_sha256=source_sha256,
-                tools=tools,
+                source=source,
             )
             record.save(out_dir)
             results.append(record)

@@ -130,35 +130,25 @@ def registry_server(registry_dir: Path) -> Iterator[str]:
         yield server.url
 
 
-def build_onnx_variant(hf_dir: Path, out: Path, precision: str, cache: Path) -> Path:
-    """The onnxruntime-genai model builder, quietly, on CPU (the convert stage wraps the same tool)."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out)]
-    cmd += ["-p", precision, "-e", "cpu", "-c", str(cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"model builder failed: {proc.stderr[-2000:]}")
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_variants(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
-    """ONNX folders of the tiny model: {'cpu-fp32': dir, 'cpu-int4': dir}, built once per session."""
+    """ONNX folders of the tiny model: {'cpu-fp32': dir, 'cpu-int4': dir}, built once per session by
+    the convert stage (their parent folder is a convert output: it also holds `<id>.variant.json`)."""
+    from build_side.convert import convert, parse_variant
+    from edge_agent.contracts import SourceInfo
+
     root = tmp_path_factory.mktemp("tiny-onnx")
-    return {
-        f"cpu-{p}": build_onnx_variant(tiny_model_dir, root / f"cpu-{p}", p, root / "cache")
-        for p in ("fp32", "int4")
-    }
+    specs = [parse_variant("cpu-fp32"), parse_variant("cpu-int4")]
+    records = convert(tiny_model_dir, specs, root, SourceInfo(kind="hf-folder", ref="tiny-llama"))
+    return {r.id: root / r.id for r in records}
 
 
 @pytest.fixture
 def make_bundle(tmp_path: Path, tiny_variants: dict[str, Path], signing_key: SigningKey):
     """Factory: a signed bundle of the tiny model, `make_bundle(version, variants=[...], name=...)` -> dir."""
-    import shutil
+    from build_side.bundle import BundleSettings, assemble
 
-    from build_side.manifest_io import file_entries, write_signed_manifest
-    from edge_agent.contracts import BundleManifest, SourceInfo, Variant
+    convert_dir = next(iter(tiny_variants.values())).parent
 
     def make(
         version: str = "1.0.0",
@@ -167,26 +157,7 @@ def make_bundle(tmp_path: Path, tiny_variants: dict[str, Path], signing_key: Sig
         root: Path | None = None,
         key: SigningKey = signing_key,
     ) -> Path:
-        bundle = (root or tmp_path / "bundles") / name / version
-        entries = []
-        for vid in variants:
-            shutil.copytree(tiny_variants[vid], bundle / vid)
-            entries.append(
-                Variant(
-                    id=vid,
-                    precision=vid.split("-")[1],
-                    execution_providers=["CPUExecutionProvider"],
-                    min_memory_mb=64,
-                    files=file_entries(bundle, vid),
-                )
-            )
-        manifest = BundleManifest(
-            name=name,
-            version=version,
-            source=SourceInfo(kind="hf-folder", ref="tiny-llama"),
-            variants=entries,
-        )
-        write_signed_manifest(bundle, manifest, key)
-        return bundle
+        settings = BundleSettings(name=name, version=version, variants=list(variants))
+        return assemble(convert_dir, root or tmp_path / "bundles", settings, key).path
 
     return make

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from build_side.cli.output import console, print_json
+from build_side.cli.output import console, err_console, print_json
 
 SOURCE_HELP = "A Hugging Face folder, a GGUF file, a hub id, or a named source such as smollm2-135m-instruct."
 
@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def progress_bars() -> Iterator[Progress]:
+def progress_bars(to_stderr: bool = False) -> Iterator[Progress]:
+    """Bars on stdout, or on stderr when stdout carries JSON for a script."""
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description:<14}"),
@@ -30,7 +31,7 @@ def progress_bars() -> Iterator[Progress]:
         TextColumn("{task.fields[step]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as bars:
+    with Progress(*columns, console=err_console if to_stderr else console) as bars:
         yield bars
 
 
@@ -146,6 +147,7 @@ def convert(
     from build_side.convert import parse_variant
     from build_side.quality import DEFAULT_TEXT, measure
     from build_side.sources import prepare
+    from edge_agent.contracts import SourceInfo
 
     quant = {
         k: v
@@ -163,12 +165,16 @@ def convert(
         specs.append(parse_variant(text, **quant) if applies else base)
     with console.status(f"preparing {source} ..."):
         src = prepare(source)
-        model_dir, model_sha = src.path, src.sha256
+        info = SourceInfo(kind=src.kind, ref=src.ref, sha256=src.sha256)
+        model_dir = src.path
         if adapter:
             adapters = dict(parse_adapter(a) for a in adapter)
-            model_dir, model_sha = merge_adapters(src.path, src.sha256, adapters)
-    with progress_bars() as bars:
-        records = do_convert(model_dir, specs, out, model_sha, progress=build_progress(bars))
+            model_dir, merged_sha = merge_adapters(src.path, src.sha256, adapters)
+            info = SourceInfo(
+                kind=src.kind, ref=f"{src.ref} + adapters {', '.join(sorted(adapters))}", sha256=merged_sha
+            )
+    with progress_bars(to_stderr=json_out) as bars:
+        records = do_convert(model_dir, specs, out, info, progress=build_progress(bars))
         if evaluate:
             records = measure(
                 out,

@@ -1,9 +1,84 @@
-"""Commands for this stage register here (not yet built)."""
+"""`slmops registry`: serve a registry directory over HTTP and list what a registry holds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from build_side.cli.output import console, err_console, print_json, table
+
+registry_app = typer.Typer(help="Serve and list model registries.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register yet."""
+    app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("serve")
+def serve(
+    directory: Path = typer.Argument(..., help="Registry directory (index.json, bundles/, keys/ ...)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes it to the network."),
+    port: int = typer.Option(8080, "--port", "-p", help="TCP port."),
+) -> None:
+    """Serve DIRECTORY as static files with Range requests, HEAD and ETags (what devices download
+    from). For local use and tests; production can use any static server, object store or CDN."""
+    import uvicorn
+
+    from build_side.registry_server import registry_app as make_app
+
+    if not directory.is_dir():
+        from edge_agent.errors import RegistryError
+
+        raise RegistryError(f"{directory}: no such registry directory")
+    console.print(f"serving {directory.resolve()} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(make_app(directory), host=host, port=port, log_level="warning")
+
+
+@registry_app.command("ls")
+def ls(
+    location: str = typer.Argument(..., help="Registry directory or base URL (http://host:port/)."),
+    trusted_key: list[Path] = typer.Option(
+        None,
+        "--trusted-key",
+        "-k",
+        help="Public key file or directory that must have signed the index (default: $SLMOPS_HOME/keys).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the index and its signature status as JSON."),
+) -> None:
+    """List the releases a registry holds (name, version, variants, size, created), newest first per
+    name, and say whether index.json's signature is from a trusted key."""
+    from build_side.registry import read_index
+    from build_side.settings import keys_dir
+    from edge_agent.signing import TrustedKeys
+
+    paths = trusted_key or ([keys_dir()] if keys_dir().is_dir() else [])
+    read = read_index(location, TrustedKeys.from_paths(paths) if paths else None)
+    entries = sorted(read.index.bundles, key=lambda b: (b.name, b.created), reverse=False)
+    if json_out:
+        print_json(
+            {
+                "registry": location,
+                "signature": {"key_id": read.key_id, "verified": read.verified, "problem": read.problem},
+                "bundles": [b.model_dump(mode="json") for b in entries],
+            }
+        )
+        return
+    rows = [
+        [
+            b.name,
+            b.version,
+            ", ".join(b.variants),
+            f"{b.size_bytes / 1e6:.1f}",
+            b.created.strftime("%Y-%m-%d %H:%M"),
+            b.manifest_sha256[:12],
+        ]
+        for b in entries
+    ]
+    console.print(
+        table(f"registry {location}", ["name", "version", "variants", "MB", "created", "manifest"], rows)
+    )
+    if read.verified:
+        console.print(f"index signed by {read.key_id} (trusted)")
+    else:
+        err_console.print(f"[yellow]index signature not verified[/]: {read.problem}")

@@ -13,7 +13,9 @@ from edge_agent.errors import ConvertError
 from tests.conftest import cli
 
 
-def test_cli_builds_variants_with_int4_options_and_prints_quality(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_builds_variants_with_int4_options_and_prints_quality(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "onnx"
     args = ["convert", str(tiny_model_dir), "-v", "cpu-fp32", "-v", "cpu-int4", "-o", str(out)]
     args += ["--block-size", "64", "--int8-lm-head", "--eval-tokens", "128", "--eval-window", "64"]

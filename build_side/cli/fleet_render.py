@@ -41,7 +41,7 @@ def event_line(event: Event) -> str:
         event.bundle or "",
     ]
     if event.variant:
-        parts.append(f"{event.variant}/{event.provider or '?'}")
+        parts.append(f"{event.variant}/{event.provider}" if event.provider else event.variant)
     if event.progress and event.progress.total:
         p = event.progress
         parts.append(f"{p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB")

@@ -27,6 +27,7 @@ from build_side.fleet.history import History
 from build_side.fleet.local_agent import LocalAgent, LocalDevice, broker_listening
 from build_side.fleet.status import DeviceView, FleetSnapshot, bench_line, collect_snapshot
 from build_side.fleet.watch import FleetWatch
+from build_side.settings import keys_dir
 from edge_agent.contracts import (
     TERMINAL_STATES,
     BenchRecord,
@@ -197,14 +198,18 @@ class Story:
         home = demo_dir / "device"
         shutil.rmtree(home / "state", ignore_errors=True)  # a fresh device each run: the whole install shows
         home.mkdir(parents=True, exist_ok=True)
-        pub = home / "trusted.pub"
-        key.public.save(pub)
+        trusted = home / "trusted"  # the demo's key, and the operator's own public keys if any
+        shutil.rmtree(trusted, ignore_errors=True)
+        trusted.mkdir()
+        key.public.save(trusted / f"{key.key_id}.pub")
+        for own in keys_dir().glob("*.pub"):
+            shutil.copy(own, trusted / own.name)
         device = LocalDevice(
             device_id=DEVICE,
             fleet=FLEET,
             home=home,
             registry_url=registry_url,
-            trusted_keys=[pub],
+            trusted_keys=[trusted],
             groups=[GROUP],
             mqtt_url=self.opts.broker if mode == "mqtt" else None,
             channel=CHANNEL if mode == "http" else None,
@@ -214,12 +219,23 @@ class Story:
         with self.console.status("starting edge-agent ..."):
             agent.start()
             stack.callback(self._stop_agent, agent)
-            agent.wait_api(timeout_s=120)
+            self.wait_reported(agent)
         self.say(
-            f"edge-agent {DEVICE} (pid {agent.proc.pid if agent.proc else '?'}) serves {device.api_url}\n"
-            f"  config {device.config_path}\n  log    {device.log_path}"
+            f"edge-agent {DEVICE} started (pid {agent.proc.pid if agent.proc else '?'}), "
+            f"its API will be {device.api_url}\n  config {device.config_path}\n  log    {device.log_path}"
         )
         return agent, mode
+
+    def wait_reported(self, agent: LocalAgent, timeout_s: float = 60.0) -> None:
+        """The agent writes its reported state once it has started (before any transport)."""
+        path = agent.device.home / "state" / "reported.json"
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            if not agent.alive():
+                raise FleetError(f"the agent exited:\n{agent.log_tail()}")
+            if time.monotonic() > deadline:
+                raise FleetError(f"the agent did not start within {timeout_s:.0f} s:\n{agent.log_tail()}")
+            time.sleep(0.2)
 
     def _stop_agent(self, agent: LocalAgent) -> None:
         code = agent.stop()
@@ -307,6 +323,8 @@ class Story:
     def ask(self, agent: LocalAgent) -> None:
         from openai import OpenAI
 
+        with self.console.status("waiting for the model to be served ..."):
+            agent.wait_api(timeout_s=120, path="/readyz")
         client = OpenAI(base_url=agent.device.api_url + "/v1", api_key="not-needed-on-localhost")
         model = client.models.list().data[0].id
         self.say(f"model {model} at {agent.device.api_url}/v1 (official openai client)")

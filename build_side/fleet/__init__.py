@@ -14,7 +14,6 @@ from build_side.fleet.errors import (
     BrokerError,
     BundleNotFoundError,
     FleetError,
-    RegistryError,
     RolloutError,
 )
 from build_side.fleet.history import History
@@ -36,7 +35,6 @@ __all__ = [
     "History",
     "Outcome",
     "Published",
-    "RegistryError",
     "RolloutError",
     "RolloutParams",
     "RolloutReport",

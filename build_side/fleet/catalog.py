@@ -8,18 +8,16 @@ the same document works for every device whatever address it reaches the registr
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from build_side.fleet.errors import BundleNotFoundError, RegistryError
+from build_side.fleet.errors import BundleNotFoundError
 from edge_agent.bundle_check import parse_manifest
 from edge_agent.contracts import BundleRef
 from edge_agent.contracts.common import NAME_RE, SEMVER_RE
-from edge_agent.errors import ContractError
+from edge_agent.errors import ContractError, RegistryError
 from edge_agent.hashing import sha256_bytes
 
 
@@ -64,43 +62,22 @@ def read_registry_file(location: str, rel: str) -> bytes | None:
         raise RegistryError(f"{path}: {exc}") from exc
 
 
-def index_entries(location: str) -> list[dict[str, Any]]:
-    """The entries of index.json (one per name@version), in whichever nesting the index uses."""
-    data = read_registry_file(location, "index.json")
-    if data is None:
-        return []
-    try:
-        doc = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{location}/index.json is not valid JSON ({exc})") from exc
-    return list(_walk_entries(doc))
-
-
-def _walk_entries(node: Any, name: str | None = None) -> Any:
-    """Yield dicts carrying a version (and a name, from the entry or an enclosing key)."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk_entries(item, name)
-    elif isinstance(node, dict):
-        if "version" in node and isinstance(node["version"], str) and (node.get("name") or name):
-            yield {**node, "name": node.get("name") or name}
-            return
-        for key, value in node.items():
-            if isinstance(value, dict | list):
-                child_name = key if re.match(NAME_RE, key) and key not in ("bundles", "versions") else name
-                if isinstance(value, dict) and re.match(SEMVER_RE, key):
-                    yield {**value, "name": value.get("name") or name, "version": key}
-                    continue
-                yield from _walk_entries(value, node.get("name", child_name))
-
-
 def resolve_bundle(location: str, ref: str) -> BundleRef:
-    """The reference a desired state carries for `name@version`; refuses what the registry lacks."""
+    """The reference a desired state carries for `name@version`; refuses what the registry lacks.
+
+    The signed index says where the manifest is and what it hashes to; a registry without an index
+    (hand-made, or a plain folder) is read at the standard path. Either way the manifest's bytes are
+    fetched and hashed here: the digest a device checks is the digest of what is really there.
+    """
+    from build_side.registry import read_index
+
     name, version = parse_ref(ref)
-    rel = manifest_path(name, version)
+    index = read_index(location).index
+    entry = next((e for e in index.bundles if (e.name, e.version) == (name, version)), None)
+    rel = entry.manifest_path if entry else manifest_path(name, version)
     data = read_registry_file(location, rel)
     if data is None:
-        held = sorted({f"{e['name']}@{e['version']}" for e in index_entries(location) if e["name"] == name})
+        held = sorted((e.ref for e in index.bundles if e.name == name), key=str)
         hint = f" (it holds {', '.join(held)})" if held else ""
         raise BundleNotFoundError(f"the registry {location} does not hold {name}@{version}{hint}")
     try:
@@ -110,14 +87,12 @@ def resolve_bundle(location: str, ref: str) -> BundleRef:
     if (manifest.name, manifest.version) != (name, version):
         raise RegistryError(f"{location}/{rel} describes {manifest.name}@{manifest.version}, not {ref}")
     digest = sha256_bytes(data)
-    for entry in index_entries(location):
-        listed = entry.get("manifest_sha256")
-        if (entry["name"], entry["version"]) == (name, version) and listed and listed != digest:
-            raise RegistryError(
-                f"{location}/index.json lists {ref} with manifest sha256 {listed[:12]}..., "
-                f"but the manifest's bytes hash to {digest[:12]}..."
-            )
+    if entry and entry.manifest_sha256 != digest:
+        raise RegistryError(
+            f"{location}/index.json lists {ref} with manifest sha256 {entry.manifest_sha256[:12]}..., "
+            f"but the manifest's bytes hash to {digest[:12]}..."
+        )
     return BundleRef(name=name, version=version, manifest_url=rel, manifest_sha256=digest)
 
 
-__all__ = ["index_entries", "is_url", "manifest_path", "parse_ref", "read_registry_file", "resolve_bundle"]
+__all__ = ["is_url", "manifest_path", "parse_ref", "read_registry_file", "resolve_bundle"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from build_side.fleet.catalog import is_url
 from build_side.fleet.desired import desired_payload
-from build_side.fleet.errors import RegistryError
 from edge_agent.contracts import DesiredState
 from edge_agent.contracts.common import ID_RE
+from edge_agent.errors import RegistryError
 
 
 def channel_path(registry: str, channel: str) -> Path:

@@ -1,10 +1,9 @@
 """The fleet operator's errors, under the one tree of edge_agent.errors (the CLIs print them plainly).
 
 SlmopsError
-└── FleetError
+└── FleetError            (registry problems raise edge_agent.errors.RegistryError)
     ├── BrokerError           the MQTT broker cannot be reached, refuses us, or does not acknowledge
     ├── BundleNotFoundError   the registry does not hold the bundle asked for
-    ├── RegistryError         the registry cannot be read or written as needed
     └── RolloutError          a rollout cannot start or go on (no devices, bad plan, unknown id)
 """
 
@@ -25,12 +24,8 @@ class BundleNotFoundError(FleetError):
     pass
 
 
-class RegistryError(FleetError):
-    pass
-
-
 class RolloutError(FleetError):
     pass
 
 
-__all__ = ["BrokerError", "BundleNotFoundError", "FleetError", "RegistryError", "RolloutError"]
+__all__ = ["BrokerError", "BundleNotFoundError", "FleetError", "RolloutError"]

@@ -93,21 +93,26 @@ def test_deploy_refuses_a_bundle_the_registry_does_not_hold(
     assert retained(*mqtt_broker, f"slmops/v1/{fleet_id}/dev-a/desired", timeout=1.0) is None
 
 
-def test_resolve_bundle_checks_the_index_and_over_http(
-    registry: Path, registry_server: str, registry_dir: Path
+def test_resolve_bundle_checks_the_signed_index_and_works_over_http(
+    registry: Path, registry_server: str, registry_dir: Path, signing_key: SigningKey
 ) -> None:
-    ref = resolve_bundle(str(registry), "tiny-chat@2.0.0")
-    (registry / "index.json").write_text(
-        json.dumps({"bundles": {"tiny-chat": {"2.0.0": {"manifest_sha256": "f" * 64}}}})
-    )
-    with pytest.raises(Exception, match="hash to"):
-        resolve_bundle(str(registry), "tiny-chat@2.0.0")
-    # the same registry served over HTTP resolves to the same reference
     import shutil
 
+    from build_side.registry import index_bytes, write_index
+
+    plain = resolve_bundle(str(registry), "tiny-chat@2.0.0")  # no index yet: the standard path
+    index = write_index(registry, signing_key)
+    assert resolve_bundle(str(registry), "tiny-chat@2.0.0") == plain
+    # an index that disagrees with the manifest's bytes is refused
+    entry = index.bundles[1].model_copy(update={"manifest_sha256": "f" * 64})
+    (registry / "index.json").write_bytes(index_bytes(index.model_copy(update={"bundles": [entry]})))
+    with pytest.raises(Exception, match="hash to"):
+        resolve_bundle(str(registry), "tiny-chat@2.0.0")
+    # the same registry served over HTTP resolves to the same reference; a missing one names what is held
     shutil.copytree(registry / "bundles", registry_dir / "bundles")
-    assert resolve_bundle(registry_server, "tiny-chat@2.0.0") == ref
-    with pytest.raises(BundleNotFoundError):
+    write_index(registry_dir, signing_key)
+    assert resolve_bundle(registry_server, "tiny-chat@2.0.0") == plain
+    with pytest.raises(BundleNotFoundError, match=r"holds tiny-chat@1.0.0, tiny-chat@2.0.0"):
         resolve_bundle(registry_server, "tiny-chat@7.0.0")
 
 

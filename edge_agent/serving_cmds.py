@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +90,7 @@ def serve(
     """Serve one model with the OpenAI-compatible API, without the deployment machinery: for trying a
     bundle and for benchmarks. The model name is the bundle's name (a variant folder's name), also
     as name@version; add ':adapter' to use one of its LoRA adapters. Stops on Ctrl-C or SIGTERM."""
-    import uvicorn
-
+    from edge_agent.http_server import BackgroundServer
     from edge_agent.serving.api import create_app
     from edge_agent.serving.model_host import ModelHost
 
@@ -105,16 +106,18 @@ def serve(
     model_host = ModelHost(RuntimeSettings(providers=provider or None))
     served = model_host.load_dir(bundle or model_dir, name=name)  # type: ignore[arg-type]
     app = create_app(model_host, settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=log_level, access_log=False
-    )
-    server = uvicorn.Server(config)
-    console.print(
-        f"serving [bold]{served.ref}[/] ({served.variant_id} on {served.provider}) "
-        f"at http://{settings.host}:{settings.port}/v1",
-        highlight=False,
-    )
-    server.run()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with BackgroundServer(app, settings.host, settings.port, log_level=log_level) as server:
+        console.print(
+            f"serving [bold]{served.ref}[/] ({served.variant_id} on {served.provider}) at {server.url}/v1",
+            highlight=False,
+        )
+        while not stop.wait(0.5):
+            pass
+        console.print("stopping: finishing requests in flight", highlight=False)
+    model_host.close()
 
 
 def _read_policy(path: Path | None) -> VariantPolicy | None:

@@ -72,14 +72,17 @@ def generation_params(
     """The bundle's defaults overridden by the request; the token budget checked against the context."""
     check_supported(req)
     requested = getattr(req, "max_completion_tokens", None) or req.max_tokens
-    room = min(defaults.max_length, context_length) - prompt_tokens
+    limit = min(defaults.max_length, context_length)  # the bundle may allow less than the model's window
+    room = limit - prompt_tokens
+    if room < 1 or (requested is not None and requested > room):
+        asked = f" and {requested} more were requested" if requested is not None else ""
+        raise ContextLengthError(
+            f"this model's maximum context length is {limit} tokens; the prompt has {prompt_tokens}{asked}",
+            "max_tokens"
+            if room >= 1
+            else ("messages" if isinstance(req, ChatCompletionRequest) else "prompt"),
+        )
     if requested is None:
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt has {prompt_tokens} tokens, the model's limit is "
-                f"{min(defaults.max_length, context_length)}",
-                "messages" if isinstance(req, ChatCompletionRequest) else "prompt",
-            )
         requested = room
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > MAX_STOP_SEQUENCES:

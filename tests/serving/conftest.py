@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,8 @@ class Running:
         return openai.OpenAI(base_url=f"{self.url}/v1", max_retries=0, timeout=60, **kw)
 
 
-def start_server(bundle: Path, **api: object) -> Iterator[Running]:
+@contextmanager
+def serving(bundle: Path, **api: object) -> Iterator[Running]:
     from edge_agent.http_server import BackgroundServer
     from edge_agent.serving.api import create_app
     from edge_agent.serving.model_host import ModelHost

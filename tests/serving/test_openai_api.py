@@ -10,14 +10,15 @@ import httpx
 import openai
 import pytest
 
-from tests.serving.conftest import BUNDLE_NAME, Running, start_server
+from tests.serving.conftest import BUNDLE_NAME, Running, serving
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture(scope="module")
 def api(module_bundle: Path) -> Iterator[Running]:
-    yield from start_server(module_bundle, max_concurrent=2, max_queue=4)
+    with serving(module_bundle, max_concurrent=2, max_queue=4) as running:
+        yield running
 
 
 def test_models_lists_name_version_and_adapters(api: Running) -> None:
@@ -185,7 +186,7 @@ def test_health_status_and_metrics(api: Running) -> None:
 
 
 def test_api_key_when_configured(module_bundle: Path) -> None:
-    for running in start_server(module_bundle, api_key="s3cret"):
+    with serving(module_bundle, api_key="s3cret") as running:
         with pytest.raises(openai.AuthenticationError) as err:
             running.client(api_key="wrong").models.list()
         assert err.value.body["code"] == "invalid_api_key"

@@ -1,10 +1,8 @@
 """The reconciler: judge each desired-state document, then run its deployment through the machine.
 
-Admission (nothing on the device changes until a document passes every check, in this order):
-JSON object -> Ed25519 signature by a trusted key -> the `slmops.desired/1` contract -> not expired
--> revision newer than the last applied -> not a version that already failed its health gate here.
-A failed check is a REJECTED event with its code; a document seen before is ignored quietly (retained
-messages and polls repeat themselves).
+Admission (`admission.py`) checks a document before anything on the device may change; a failed
+check is a REJECTED event with its code. A document seen before is ignored quietly (retained
+messages and polls repeat themselves). Of several waiting documents only the newest is deployed.
 
 A deployment then walks the steps of `machine.TRANSITIONS`, one handler per step. The journal is
 written before each step, so after a crash `resume()` re-enters the step it was in.
@@ -13,7 +11,6 @@ written before each step, so after a crash `resume()` re-enters the step it was 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import queue
@@ -21,21 +18,18 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 import psutil
-from pydantic import ValidationError
 
 from edge_agent.activation import Activator, Candidate
 from edge_agent.bundle_check import (
     MANIFEST,
     SIGNATURE,
     check_file,
-    describe_validation_error,
     verify_manifest_bytes,
 )
 from edge_agent.config import AgentConfig
@@ -50,6 +44,7 @@ from edge_agent.contracts import (
     Progress,
 )
 from edge_agent.deploy import atomic
+from edge_agent.deploy.admission import Admitted, Rejected, admit_document
 from edge_agent.deploy.download import Downloader, FileJob, bytes_on_disk, file_url
 from edge_agent.deploy.journal import Journal, JournalRecord, Ledger
 from edge_agent.deploy.machine import (
@@ -81,7 +76,7 @@ from edge_agent.errors import (
 from edge_agent.hashing import sha256_bytes
 from edge_agent.providers.selection import choose_variant
 from edge_agent.reporting import Reporter, error_of
-from edge_agent.signing import TrustedKeys, verify_document
+from edge_agent.signing import TrustedKeys
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +111,6 @@ def code_of(exc: BaseException, step: Step) -> ErrorCode:
         if isinstance(exc, kind):
             return code
     return CRASH_CODE[step]
-
-
-class Rejected(Exception):
-    def __init__(self, code: ErrorCode, detail: str, deployment_id: str, revision: int | None = None):
-        super().__init__(detail)
-        self.code, self.detail, self.deployment_id, self.revision = code, detail, deployment_id, revision
-
-
-@dataclass
-class Admitted:
-    desired: DesiredState
-    document: dict
-    digest: str
-    source: str
 
 
 class Reconciler:
@@ -230,39 +211,7 @@ class Reconciler:
         if self.ledger.was_handled(digest) or (active and active.desired_sha256 == digest):
             log.debug("document from %s seen before; ignored", source)
             return None
-        fallback_id = f"invalid-{digest[:12]}"
-        try:
-            doc = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise Rejected(
-                ErrorCode.INVALID_MESSAGE, f"{source}: not valid JSON ({exc})", fallback_id
-            ) from exc
-        if not isinstance(doc, dict):
-            raise Rejected(ErrorCode.INVALID_MESSAGE, f"{source}: not a JSON object", fallback_id)
-        dep_id = doc.get("deployment_id")
-        dep_id = dep_id if isinstance(dep_id, str) and 0 < len(dep_id) <= 128 else fallback_id
-        revision = doc.get("revision") if isinstance(doc.get("revision"), int) else None
-        try:
-            verify_document(doc, self.trusted)
-        except SignatureError as exc:
-            raise Rejected(ErrorCode.SIGNATURE_INVALID, f"{source}: {exc}", dep_id, revision) from exc
-        try:
-            desired = DesiredState.model_validate(doc)
-        except ValidationError as exc:
-            detail = f"{source}: {describe_validation_error(exc)}"
-            raise Rejected(ErrorCode.INVALID_MESSAGE, detail, dep_id, revision) from exc
-        if desired.expires and desired.expires <= datetime.now(UTC):
-            detail = f"expired at {desired.expires.isoformat()}"
-            raise Rejected(ErrorCode.STALE_REVISION, detail, dep_id, revision)
-        last = self.last_revision()
-        if desired.revision <= last:
-            detail = f"revision {desired.revision} is not newer than the last applied ({last})"
-            raise Rejected(ErrorCode.STALE_REVISION, detail, dep_id, revision)
-        why = self.ledger.data.blocked.get(desired.bundle.manifest_sha256)
-        if why:
-            detail = f"{desired.bundle.ref} failed on this device before and is not retried: {why}"
-            raise Rejected(ErrorCode.HEALTH_CHECK_FAILED, detail, dep_id, revision)
-        return Admitted(desired, doc, digest, source)
+        return admit_document(payload, source, self.trusted, self.last_revision(), self.ledger.data.blocked)
 
     def _reject(self, rej: Rejected, digest: str) -> None:
         self.ledger.mark_handled(digest)
@@ -472,7 +421,7 @@ class Reconciler:
                 MANIFEST, f"sha256 is {digest}, the desired state says {rec.manifest_sha256}"
             )
         sig = self.downloader.fetch_bytes(urljoin(url, SIGNATURE), MAX_SIGNATURE)
-        manifest, _ = verify_manifest_bytes(data, sig, self.trusted, url)
+        manifest, _ = verify_manifest_bytes(data, sig, self.trusted, f"{rec.bundle}/{MANIFEST}")
         if manifest.ref != rec.bundle:
             raise IncompatibleError(f"{url} is {manifest.ref}, the desired state asks for {rec.bundle}")
         choice = choose_variant(manifest, desired.variant_policy)

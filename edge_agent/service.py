@@ -2,6 +2,11 @@
 
 Start-up order matters for crash safety: repair the store, then restore the active version, then
 resume an interrupted deployment, and only then take new desired states from the transports.
+
+With `api.enabled` (the default) the agent serves the OpenAI-compatible API itself: the serving
+side's `ModelHost` is the activator, so a new version is loaded and probed beside the one serving
+and swapped in without failing requests. With the API off, `ProbeActivator` probes each version in
+a child process and the agent holds no model at all.
 SIGTERM (or SIGINT) sets `stop`: the running step stops at a safe point (the journal resumes it on
 the next start), the transports say `offline`, and the process exits 0.
 """
@@ -22,6 +27,7 @@ from edge_agent.deploy.probe import ProbeActivator
 from edge_agent.deploy.reconciler import Reconciler
 from edge_agent.deploy.store import Store
 from edge_agent.errors import ConfigError, SlmopsError
+from edge_agent.http_server import BackgroundServer
 from edge_agent.reporting import Reporter
 from edge_agent.signing import TrustedKeys
 from edge_agent.transports.base import DesiredStateSource
@@ -55,6 +61,13 @@ class AgentService:
         self.trusted = TrustedKeys.from_paths(config.trusted_keys)
         if not len(self.trusted):
             raise ConfigError(f"trusted_keys: no public key found in {[str(p) for p in config.trusted_keys]}")
+        self.model_host = None
+        self.api: BackgroundServer | None = None
+        if activator is None and config.api.enabled:
+            from edge_agent.serving.model_host import ModelHost
+
+            self.model_host = ModelHost(config.runtime)
+            activator = self.model_host
         self.activator: Activator = activator or ProbeActivator(config.runtime)
         self.reconciler = Reconciler(
             config,
@@ -92,12 +105,29 @@ class AgentService:
             log.error("the active version %s does not load: %s", cur.ref, exc)
             return
         self.activator.promote(candidate)
-        self.reconciler._served = cur.ref
+        self.reconciler.served = cur.ref
+
+    def start_api(self) -> None:
+        if self.model_host is None:
+            return
+        from edge_agent.serving.api import create_app
+        from edge_agent.status import read_status
+
+        def agent_status() -> dict:
+            info = read_status(self.config.state_dir)
+            info.pop("events", None)
+            return info
+
+        app = create_app(self.model_host, self.config.api, status_provider=agent_status)
+        self.api = BackgroundServer(app, self.config.api.host, self.config.api.port).start()
+        self.reporter.api_url = f"{self.api.url}/v1"
+        log.info("API on %s (ready once a model is active)", self.reporter.api_url)
 
     def run(self) -> None:
         started = time.monotonic()
         log.info("edge-agent %s starting: %s", __version__, self.config.redacted())
         self.store.recover()
+        self.start_api()
         self.restore_active()
         for source in self.sources:
             source.start(self.reconciler.submit)
@@ -113,6 +143,10 @@ class AgentService:
             for source in self.sources:
                 source.stop()
             self.reconciler.http.close()
+            if self.api:
+                self.api.stop()
+            if self.model_host:
+                self.model_host.close()
             log.info("stopped")
 
 

@@ -142,7 +142,7 @@ class Reconciler:
         self.inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
         self.idle = threading.Event()  # set while nothing is queued or running (tests and bench wait on it)
         self._candidate: Candidate | None = None
-        self._served: str | None = None  # ref the activator serves, when it serves at all
+        self.served: str | None = None  # ref the activator serves, when it serves at all
         self._pauses = _test_pauses()
         self.handlers: dict[Step, Callable[[JournalRecord], Outcome]] = {
             Step.ACCEPTED: self._accepted,
@@ -424,7 +424,7 @@ class Reconciler:
         manifest, _ = verify_manifest_bytes(data, sig, self.trusted, f"{rec.bundle}/{MANIFEST}")
         if manifest.ref != rec.bundle:
             raise IncompatibleError(f"{url} is {manifest.ref}, the desired state asks for {rec.bundle}")
-        choice = choose_variant(manifest, desired.variant_policy)
+        choice = choose_variant(manifest, desired.variant_policy, override=self.config.runtime.providers)
         rec.variant, rec.providers = choice.variant_id, choice.providers
         log.info(
             "%s: variant %s on %s (%s)", rec.bundle, rec.variant, rec.providers, "; ".join(choice.reasons)
@@ -543,7 +543,7 @@ class Reconciler:
         self.store.activate(rec.bundle)
         self.store.set_provider(rec.bundle, candidate.provider)
         self.activator.promote(candidate)
-        self._served = rec.bundle
+        self.served = rec.bundle
         self._candidate = None
         removed = self.store.collect(self.config.limits.keep_versions)
         if removed:
@@ -558,7 +558,7 @@ class Reconciler:
         cur = self.store.current()
         if (cur.ref if cur else None) != target:
             self.store.restore(target)
-        if target and getattr(self.activator, "serves", True) and self._served != target:
+        if target and getattr(self.activator, "serves", True) and self.served != target:
             restored = self.store.get(target)
             if restored is None:
                 raise DeployError(f"{target} is no longer in the store")
@@ -570,7 +570,7 @@ class Reconciler:
                 self._desired(rec).policy.health_timeout_s,
             )
             self.activator.promote(candidate)
-            self._served = target
+            self.served = target
         return Outcome.OK
 
     def _pause(self, point: str) -> None:

@@ -45,7 +45,10 @@ class MqttLink:
             client_id=self.client_id,
             protocol=mqtt.MQTTv5,
         )
-        self.client.enable_logger(logging.getLogger("edge_agent.transports.paho"))
+        self._stopping = False
+        paho_log = logging.getLogger("edge_agent.transports.paho")
+        paho_log.addFilter(self._quiet_when_stopping)
+        self.client.enable_logger(paho_log)
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.use_tls:
@@ -62,6 +65,10 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+
+    def _quiet_when_stopping(self, record: logging.LogRecord) -> bool:
+        # paho's network thread may still poll the socket our own disconnect just closed; not an error.
+        return not (self._stopping and "Client is not connected" in record.getMessage())
 
     def on_connect(self, hook) -> None:
         """Run `hook()` after every (re)connection, e.g. to republish the reported state."""
@@ -85,6 +92,7 @@ class MqttLink:
 
     def stop(self) -> None:
         """Say `offline` ourselves (a clean disconnect does not fire the will), then disconnect."""
+        self._stopping = True
         if self.connected.is_set():
             info = self.client.publish(self.topics.state, OFFLINE, qos=1, retain=True)
             info.wait_for_publish(timeout=3)

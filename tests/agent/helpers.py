@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
@@ -57,6 +58,7 @@ def write_config(
     state_dir: Path | None = None,
     mqtt_on: bool = True,
     channel: str | None = None,
+    api: bool = False,
     **limits: Any,
 ) -> Path:
     cfg: dict[str, Any] = {
@@ -73,7 +75,8 @@ def write_config(
             "download_retries": 2,
             **limits,
         },
-        "api": {"enabled": False},
+        # api on: the agent serves (ModelHost probes in-process); off: ProbeActivator in a child process
+        "api": {"port": 0} if api else {"enabled": False},
         "log": {"level": "DEBUG"},
     }
     if mqtt_on:
@@ -83,6 +86,23 @@ def write_config(
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def api_url(state_dir: Path) -> str:
+    return json.loads((state_dir / "reported.json").read_text())["api_url"]
+
+
+def serving(state_dir: Path) -> list[str]:
+    """Model ids the agent's API serves now, after answering one chat completion with the model."""
+    url = api_url(state_dir)
+    ids = [m["id"] for m in httpx.get(f"{url}/models", timeout=10).json()["data"]]
+    reply = httpx.post(
+        f"{url}/chat/completions",
+        json={"model": ids[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    return ids
 
 
 def read_events(state_dir: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from tests.agent.helpers import (
     Fleet,
     desired,
     read_events,
+    serving,
     states_of,
     wait_final,
     wait_until,
@@ -38,10 +39,14 @@ def fleet(fleet_id: str, mqtt_broker) -> Iterator[Fleet]:
     f.close()
 
 
-def still_serving_v1(state: Path) -> None:
+def still_serving_v1(state: Path, api: bool = False) -> None:
+    """1.0.0 is active, loadable, and (with the API on) the model the agent answers with."""
     assert (state / "current").resolve().name == "tiny-chat@1.0.0"
-    model = LoadedModel(state / "current" / "cpu-int4")
-    assert model.generate_text("hi", GenerationParams(max_new_tokens=3)) is not None
+    if api:
+        assert "tiny-chat@1.0.0" in serving(state)
+    else:
+        model = LoadedModel(state / "current" / "cpu-int4")
+        assert model.generate_text("hi", GenerationParams(max_new_tokens=3)) is not None
 
 
 def outcome(state: Path, deployment_id: str, proc) -> tuple[str, str | None]:
@@ -72,7 +77,7 @@ def test_bad_desired_states_and_bundles_change_nothing(
     (missing / "cpu-int4" / "tokenizer.json").unlink()
 
     state = tmp_path / "state"
-    config = write_config(tmp_path, fleet.fleet, url, keys_dir, state)
+    config = write_config(tmp_path, fleet.fleet, url, keys_dir, state, api=True)
     fleet.publish_desired(desired(signing_key, 1, good))
     with Agent(config, tmp_path / "agent.log") as agent:
         p = agent.proc
@@ -116,7 +121,7 @@ def test_bad_desired_states_and_bundles_change_nothing(
 
         for dep in ("tampered", "bad-manifest-sig", "not-found"):
             assert states_of(state, dep)[0] == "ACCEPTED"
-        still_serving_v1(state)
+        still_serving_v1(state, api=True)
         reported = json.loads((state / "reported.json").read_text())
         assert reported["active"]["bundle"] == "tiny-chat@1.0.0" and reported["applied_revision"] == 8
         assert agent.terminate() == 0
@@ -141,7 +146,7 @@ def test_failed_health_gate_rolls_back_and_is_not_retried(
     bad, manifest = broken_bundle(make_bundle, bundles, "2.0.0")
     write_signed_manifest(bad, manifest, signing_key)
     state = tmp_path / "state"
-    config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state)
+    config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state, api=True)
     fleet.publish_desired(desired(signing_key, 1, good))
     with Agent(config, tmp_path / "agent.log") as agent:
         assert outcome(state, "dep-1", agent.proc) == ("SUCCEEDED", None), agent.log_text()
@@ -156,7 +161,7 @@ def test_failed_health_gate_rolls_back_and_is_not_retried(
             "HEALTH_CHECK",
             "ROLLED_BACK",
         ]
-        still_serving_v1(state)
+        still_serving_v1(state, api=True)
         assert agent.terminate() == 0
     assert not (state / "store" / "tiny-chat@2.0.0").exists(), "the failed version is removed"
 

@@ -15,6 +15,7 @@ from tests.agent.helpers import (
     Fleet,
     desired,
     read_events,
+    serving,
     states_of,
     wait_final,
     wait_until,
@@ -42,7 +43,7 @@ def test_retained_desired_installed_then_replaced(
     b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
     b2 = make_bundle("1.1.0", root=registry_dir / "bundles")
     state = tmp_path / "state"
-    config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state)
+    config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state, api=True)
     fleet.publish_desired(desired(signing_key, 1, b1))  # retained before the device is even up
 
     with Agent(config, tmp_path / "agent.log") as agent:
@@ -50,6 +51,7 @@ def test_retained_desired_installed_then_replaced(
         assert wait_final(state, "dep-1", proc=agent.proc)["state"] == "SUCCEEDED", agent.log_text()
         assert steps(state, "dep-1") == HAPPY
         assert (state / "current").resolve().name == "tiny-chat@1.0.0"
+        assert "tiny-chat@1.0.0" in serving(state)
 
         # a group's desired state with a newer revision replaces it
         fleet.publish_desired(desired(signing_key, 2, b2), group="canary")
@@ -57,6 +59,7 @@ def test_retained_desired_installed_then_replaced(
         assert steps(state, "dep-2") == HAPPY
         assert (state / "current").resolve().name == "tiny-chat@1.1.0"
         assert (state / "previous").resolve().name == "tiny-chat@1.0.0"
+        assert "tiny-chat@1.1.0" in serving(state), "the new version is swapped in"
 
         reported = wait_until(
             lambda: [r for r in map(json.loads, fleet.on("reported")) if r.get("applied_revision") == 2],

@@ -25,6 +25,13 @@ from tests.conftest import MQTT_HOST, MQTT_PORT, REPO, cli
 DEVICE = "dev-1"
 
 
+def release(make_bundle, registry_dir: Path, key: SigningKey, version: str, **kw: Any) -> Path:
+    """Build a signed bundle of the tiny model and publish it the way the build side does."""
+    from build_side.registry import publish
+
+    return publish(make_bundle(version, key=key, **kw), registry_dir, key).path
+
+
 def desired(
     key: SigningKey,
     revision: int,

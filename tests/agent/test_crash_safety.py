@@ -19,6 +19,7 @@ from tests.agent.helpers import (
     Fleet,
     desired,
     read_events,
+    release,
     states_of,
     wait_final,
     wait_until,
@@ -61,7 +62,7 @@ def test_kill9_during_download_resumes_with_range(
 ) -> None:
     url, tap = registry_tap
     tap.rate = 1_000_000  # bytes/s: the 5.6 MB download takes ~6 s
-    b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
+    b1 = release(make_bundle, registry_dir, signing_key, "1.0.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, url, keys_dir, state)
     fleet.publish_desired(desired(signing_key, 1, b1))
@@ -103,8 +104,8 @@ def test_kill9_during_download_resumes_with_range(
 def test_kill9_during_install_keeps_the_old_version_then_finishes(
     tmp_path: Path, make_bundle, registry_dir: Path, registry_server: str, fleet: Fleet, signing_key, keys_dir
 ) -> None:
-    b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
-    b2 = make_bundle("2.0.0", root=registry_dir / "bundles")
+    b1 = release(make_bundle, registry_dir, signing_key, "1.0.0")
+    b2 = release(make_bundle, registry_dir, signing_key, "2.0.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state)
     log = tmp_path / "agent.log"
@@ -135,7 +136,7 @@ def test_sigterm_stops_mid_download_cleanly(
 ) -> None:
     url, tap = registry_tap
     tap.rate = 500_000
-    b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
+    b1 = release(make_bundle, registry_dir, signing_key, "1.0.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, url, keys_dir, state)
     fleet.publish_desired(desired(signing_key, 1, b1))

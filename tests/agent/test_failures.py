@@ -24,6 +24,7 @@ from tests.agent.helpers import (
     Fleet,
     desired,
     read_events,
+    release,
     serving,
     states_of,
     wait_final,
@@ -65,15 +66,14 @@ def test_bad_desired_states_and_bundles_change_nothing(
     keys_dir,
 ) -> None:
     url, tap = registry_tap
-    bundles = registry_dir / "bundles"
-    good = make_bundle("1.0.0", root=bundles)
-    tampered = make_bundle("1.1.0", root=bundles)
+    good = release(make_bundle, registry_dir, signing_key, "1.0.0")
+    tampered = release(make_bundle, registry_dir, signing_key, "1.1.0")
     data = tampered / "cpu-int4" / "model.onnx.data"
     blob = bytearray(data.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # same size, different bytes
     data.write_bytes(bytes(blob))
-    untrusted_manifest = make_bundle("1.2.0", root=bundles, key=other_key)
-    missing = make_bundle("1.3.0", root=bundles)
+    untrusted_manifest = release(make_bundle, registry_dir, other_key, "1.2.0")
+    missing = release(make_bundle, registry_dir, signing_key, "1.3.0")
     (missing / "cpu-int4" / "tokenizer.json").unlink()
 
     state = tmp_path / "state"
@@ -129,22 +129,23 @@ def test_bad_desired_states_and_bundles_change_nothing(
     assert sorted(p.name for p in (state / "store").iterdir()) == ["tiny-chat@1.0.0"]
 
 
-def broken_bundle(make_bundle, root: Path, version: str) -> Path:
-    """Files that match their signed manifest, but a model that cannot load."""
-    bundle = make_bundle(version, root=root)
+def broken_release(make_bundle, registry_dir: Path, key, version: str) -> Path:
+    """Files that match their signed manifest, but a model that cannot load; published."""
+    from build_side.registry import publish
+
+    bundle = make_bundle(version)
     (bundle / "cpu-int4" / "genai_config.json").write_text('{"model": "this is not a model config"}')
     manifest = BundleManifest.model_validate_json((bundle / "manifest.json").read_bytes())
     manifest.variants[0].files = file_entries(bundle, "cpu-int4")
-    return bundle, manifest
+    write_signed_manifest(bundle, manifest, key)
+    return publish(bundle, registry_dir, key).path
 
 
 def test_failed_health_gate_rolls_back_and_is_not_retried(
     tmp_path: Path, make_bundle, registry_dir: Path, registry_server: str, fleet: Fleet, signing_key, keys_dir
 ) -> None:
-    bundles = registry_dir / "bundles"
-    good = make_bundle("1.0.0", root=bundles)
-    bad, manifest = broken_bundle(make_bundle, bundles, "2.0.0")
-    write_signed_manifest(bad, manifest, signing_key)
+    good = release(make_bundle, registry_dir, signing_key, "1.0.0")
+    bad = broken_release(make_bundle, registry_dir, signing_key, "2.0.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state, api=True)
     fleet.publish_desired(desired(signing_key, 1, good))
@@ -203,8 +204,8 @@ def test_a_disk_too_small_fails_before_the_first_byte(
     tiny_disk,
 ) -> None:
     url, tap = registry_tap
-    small = make_bundle("1.0.0", root=registry_dir / "bundles")  # int4: 5.6 MB
-    large = make_bundle("2.0.0", variants=("cpu-fp32",), root=registry_dir / "bundles")  # fp32: 16 MB
+    small = release(make_bundle, registry_dir, signing_key, "1.0.0")  # int4: 5.6 MB
+    large = release(make_bundle, registry_dir, signing_key, "2.0.0", variants=("cpu-fp32",))  # fp32: 16 MB
     state = tiny_disk / "state"
     config = write_config(tmp_path, fleet.fleet, url, keys_dir, state)
     fleet.publish_desired(desired(signing_key, 1, small))

@@ -8,7 +8,7 @@ from build_side.fleet.channels import write_channel
 from build_side.fleet.desired import build_desired
 from edge_agent.contracts import BundleRef, DeploymentPolicy
 from edge_agent.hashing import sha256_file
-from tests.agent.helpers import Agent, wait_final, write_config
+from tests.agent.helpers import Agent, release, wait_final, write_config
 
 
 def bundle_ref(bundle_dir: Path) -> BundleRef:
@@ -25,8 +25,8 @@ def test_polled_channel_installed_then_replaced(
     tmp_path: Path, make_bundle, registry_dir: Path, registry_tap, signing_key, keys_dir
 ) -> None:
     url, tap = registry_tap
-    b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
-    b2 = make_bundle("2.0.0", root=registry_dir / "bundles")
+    b1 = release(make_bundle, registry_dir, signing_key, "1.0.0")
+    b2 = release(make_bundle, registry_dir, signing_key, "2.0.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, "lab", url, keys_dir, state, mqtt_on=False, channel="stable")
     policy = DeploymentPolicy(health_timeout_s=60)

@@ -15,6 +15,7 @@ from tests.agent.helpers import (
     Fleet,
     desired,
     read_events,
+    release,
     serving,
     states_of,
     wait_final,
@@ -40,8 +41,8 @@ def fleet(fleet_id: str, mqtt_broker) -> Fleet:
 def test_retained_desired_installed_then_replaced(
     tmp_path: Path, make_bundle, registry_dir: Path, registry_server: str, fleet: Fleet, signing_key, keys_dir
 ) -> None:
-    b1 = make_bundle("1.0.0", root=registry_dir / "bundles")
-    b2 = make_bundle("1.1.0", root=registry_dir / "bundles")
+    b1 = release(make_bundle, registry_dir, signing_key, "1.0.0")
+    b2 = release(make_bundle, registry_dir, signing_key, "1.1.0")
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, registry_server, keys_dir, state, api=True)
     fleet.publish_desired(desired(signing_key, 1, b1))  # retained before the device is even up

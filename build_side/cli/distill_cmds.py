@@ -135,3 +135,83 @@ def validate_cmd(
         print_json({"counts": result.counts(), "rejected": result.rejected})
     else:
         _validation_table(result.counts(), f"teacher outputs in {records.name}")
+
+
+@distill_app.command("train")
+def train_cmd(
+    data: Path = typer.Option(
+        ..., "--data", help="The teacher's JSONL from `distill generate`.", exists=True
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; the student lands in OUT/student."),
+    teacher: str = typer.Option(..., "--teacher", help="The teacher model source (the one that wrote DATA)."),
+    keep_layers: int = typer.Option(
+        None, help="Derive the student: keep this many teacher layers, evenly spaced."
+    ),
+    layers: str = typer.Option(None, help="Derive the student from these teacher layers, e.g. 0,4,8,12."),
+    student: str = typer.Option(
+        None, help="Or a given smaller model source sharing the teacher's tokenizer."
+    ),
+    steps: int = typer.Option(100, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, help="Sequences per micro-batch (per process)."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (linear warm-up, then cosine)."),
+    warmup: int = typer.Option(10, help="Warm-up steps."),
+    temperature: float = typer.Option(2.0, help="Distillation temperature T (KL scaled by T^2)."),
+    alpha: float = typer.Option(0.5, help="loss = alpha * KL + (1 - alpha) * CE on the teacher's answers."),
+    max_seq_len: int = typer.Option(256, help="Longest prompt + answer in tokens."),
+    freeze_embeddings: bool = typer.Option(False, help="Keep the teacher's (tied) embeddings fixed."),
+    eval_interval: int = typer.Option(20, help="Steps between validation losses."),
+    checkpoint_interval: int = typer.Option(20, help="Steps between checkpoints."),
+    seed: int = typer.Option(1337),
+    threads: int = typer.Option(None, help="torch threads."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train a student on the teacher's validated answers (KL at temperature T + CE, weighted by alpha).
+
+    Resumable: an interrupted run continues from OUT/checkpoint with the same options. For several
+    GPUs: `accelerate launch -m build_side distill train ...` (each process takes its own batches).
+    """
+    from build_side.distill.config import StudentSpec, TrainSettings, ValidationSettings
+    from build_side.distill.progress import bar
+    from build_side.distill.records import read_records
+    from build_side.distill.train import train
+    from build_side.distill.validate import validate
+    from build_side.sources import prepare
+
+    spec = StudentSpec(
+        source=student,
+        keep_layers=keep_layers,
+        layers=[int(x) for x in layers.split(",")] if layers else None,
+    )
+    cfg = TrainSettings(
+        max_steps=steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        learning_rate=lr,
+        min_lr=lr / 10,
+        warmup_steps=warmup,
+        temperature=temperature,
+        alpha=alpha,
+        max_seq_len=max_seq_len,
+        freeze_embeddings=freeze_embeddings,
+        eval_interval=eval_interval,
+        checkpoint_interval=checkpoint_interval,
+        seed=seed,
+        threads=threads,
+    )
+    result = validate(read_records(data), ValidationSettings())
+    if not json_out:
+        _validation_table(result.counts(), "teacher outputs used for training")
+    with console.status(f"preparing {teacher} ..."):
+        teacher_dir = prepare(teacher).path
+    context = {"teacher": result.kept[0].teacher if result.kept else {}, "validation": result.counts()}
+    with bar("student learning", steps, enabled=not json_out) as advance:
+        trained = train(result.kept, teacher_dir, spec, cfg, out, context, advance)
+    if json_out:
+        print_json(
+            {"student": str(trained.student_dir), "steps": trained.steps, "val_loss": trained.val_loss}
+        )
+    else:
+        console.print(
+            f"student after {trained.steps} steps, val loss {trained.val_loss:.4f} -> {trained.student_dir}"
+        )

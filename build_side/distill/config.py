@@ -57,7 +57,7 @@ class StudentSpec(_Settings):
     @model_validator(mode="after")
     def _one_way(self) -> StudentSpec:
         derived = self.keep_layers is not None or self.layers is not None
-        if (self.source is None) == (not derived):
+        if (self.source is not None) != derived:
             return self
         raise ValueError("give either student.source or student.keep_layers/layers, not both or neither")
 

@@ -64,18 +64,14 @@ class TransformersTeacher:
     def describe(self) -> dict[str, Any]:
         return {"kind": "transformers", **self.info}
 
-    def prompt_text(self, prompt: str, settings: GenerationSettings) -> str:
-        if not (settings.chat and self.tokenizer.chat_template):
-            return prompt
-        messages = [{"role": "system", "content": settings.system}] if settings.system else []
-        messages.append({"role": "user", "content": prompt})
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
     def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
         import torch
 
-        texts = [self.prompt_text(p, settings) for p in prompts]
-        templated = settings.chat and bool(self.tokenizer.chat_template)
+        from build_side.distill.data import format_prompt
+
+        formatted = [format_prompt(self.tokenizer, p, settings.chat, settings.system) for p in prompts]
+        templated = formatted[0][1]
+        texts = [text for text, _ in formatted]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
         sample = settings.temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sample}

@@ -153,6 +153,8 @@ def create_app(
         gen = job.gen
         metrics.prompt_tokens.inc(gen.prompt_tokens)
         metrics.completion_tokens.inc(gen.completion_tokens)
+        if gen.finish_reason == "cancelled":
+            metrics.cancelled.inc()
         if gen.ttft_s is not None:
             metrics.ttft.observe(gen.ttft_s)
         if gen.decode_tok_s is not None:

@@ -38,6 +38,9 @@ class ApiMetrics:
         )
         self.prompt_tokens = Counter("edge_agent_prompt_tokens", "prompt tokens processed", registry=r)
         self.completion_tokens = Counter("edge_agent_completion_tokens", "tokens generated", registry=r)
+        self.cancelled = Counter(
+            "edge_agent_cancelled_generations", "generations stopped because the client went away", registry=r
+        )
         queued = Gauge("edge_agent_queue_depth", "requests waiting for a generation slot", registry=r)
         queued.set_function(lambda: queue()[1])
         running = Gauge("edge_agent_running_generations", "generations running now", registry=r)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,9 +198,13 @@ def test_api_key_when_configured(module_bundle: Path) -> None:
         assert httpx.get(f"{running.url}/healthz").status_code == 200
 
 
-def _generated(api: Running) -> float:
+def _metric(api: Running, name: str) -> float:
     metrics = httpx.get(f"{api.url}/metrics").text
-    return float(re.search(r"^edge_agent_completion_tokens_total (\S+)$", metrics, re.M)[1])
+    return float(re.search(rf"^{name} (\S+)$", metrics, re.M)[1])
+
+
+def _generated(api: Running) -> float:
+    return _metric(api, "edge_agent_completion_tokens_total")
 
 
 def test_client_disconnect_cancels_the_generation(api: Running) -> None:
@@ -214,3 +221,24 @@ def test_client_disconnect_cancels_the_generation(api: Running) -> None:
     assert status["api"]["running"] == 0 and status["active"]["in_flight"] == 0
     delta = _generated(api) - before
     assert delta < 500  # it stopped early, not after all 500 tokens
+
+
+def test_client_hanging_up_on_a_plain_request_cancels_it(api: Running) -> None:
+    before, cancelled = _generated(api), _metric(api, "edge_agent_cancelled_generations_total")
+    body = json.dumps({"model": BUNDLE_NAME, "prompt": "a", "max_tokens": 500, "min_tokens": 500}).encode()
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((api.server.host, api.server.port)) as sock:
+        sock.sendall(head.encode() + body)
+        for _ in range(400):  # hang up once the generation runs
+            if httpx.get(f"{api.url}/status").json()["api"]["running"] == 1:
+                break
+        else:
+            pytest.fail("the generation never showed as running")
+    for _ in range(200):
+        status = httpx.get(f"{api.url}/status").json()
+        if status["api"]["running"] == 0 and status["active"]["in_flight"] == 0:
+            break
+        time.sleep(0.05)
+    assert status["api"]["running"] == 0
+    assert _metric(api, "edge_agent_cancelled_generations_total") == cancelled + 1
+    assert _generated(api) - before < 500

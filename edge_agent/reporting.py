@@ -16,7 +16,7 @@ import psutil
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.contracts import ActiveModel, DeploymentState, Event, EventError, ReportedState
+from edge_agent.contracts import ActiveModel, BenchRecord, DeploymentState, Event, EventError, ReportedState
 from edge_agent.deploy import atomic
 from edge_agent.deploy.journal import Ledger
 from edge_agent.deploy.store import Store
@@ -25,6 +25,7 @@ from edge_agent.transports.base import Publisher
 log = logging.getLogger(__name__)
 
 EVENTS_FILE = "events.jsonl"
+BENCH_FILE = "bench.jsonl"
 REPORTED_FILE = "reported.json"
 ROTATE_BYTES = 1 << 20  # events.jsonl -> events.jsonl.1 past 1 MiB
 
@@ -56,6 +57,14 @@ class Reporter:
         )
         for pub in self.publishers:
             pub.publish("events", line.encode())
+
+    def bench(self, record: BenchRecord) -> None:
+        """A post-install bench record: kept in bench.jsonl, published on `.../bench`."""
+        line = record.model_dump_json(by_alias=True, exclude_none=True)
+        with self._lock, open(Path(self.config.state_dir) / BENCH_FILE, "a") as fh:
+            fh.write(line + "\n")
+        for pub in self.publishers:
+            pub.publish("bench", line.encode())
 
     def state(self) -> ReportedState:
         cur = self.store.current()
@@ -100,4 +109,4 @@ def error_of(code, detail: str) -> EventError:
     return EventError(code=code, detail=detail[:1000])
 
 
-__all__ = ["EVENTS_FILE", "REPORTED_FILE", "Reporter", "error_of"]
+__all__ = ["BENCH_FILE", "EVENTS_FILE", "REPORTED_FILE", "Reporter", "error_of"]

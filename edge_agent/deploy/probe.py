@@ -6,6 +6,8 @@ hangs is killed at `health_timeout_s`, one that crashes the runtime cannot take 
 the agent's own memory stays free of models.
 
 Exit codes of the child: 0 answered (JSON on stdout), 3 could not load, 4 loaded but did not answer.
+With `--bench` the child also runs the short device bench (edge_agent.device_bench) and prints its
+record: how a probe-only agent benches a new version without holding the model itself.
 """
 
 from __future__ import annotations
@@ -73,6 +75,26 @@ class ProbeActivator:
         lines = (proc.stderr.strip() or f"probe exited with status {proc.returncode}").splitlines()
         return proc.returncode, lines[-1][:500]
 
+    def bench(self, candidate: Candidate, timeout_s: float, device: str) -> dict:
+        """The post-install bench of a probed candidate, in a child like the probe; a BenchRecord dict."""
+        variant = candidate.manifest.variant(candidate.variant_id)
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge_agent.deploy.probe",
+            str(candidate.install_dir / candidate.variant_id),
+        ]
+        cmd += ["--provider", candidate.provider, "--bench", "--model-ref", candidate.manifest.ref]
+        cmd += ["--device", device, "--precision", variant.precision, "--budget-s", f"{timeout_s:.1f}"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
+        except subprocess.TimeoutExpired as exc:
+            raise HealthCheckError(f"{candidate.manifest.ref}: the bench did not finish in time") from exc
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or [f"status {proc.returncode}"])[-1]
+            raise HealthCheckError(f"{candidate.manifest.ref}: the bench failed: {tail[:500]}")
+        return json.loads(proc.stdout)["bench"]
+
     def promote(self, candidate: Candidate) -> None:
         self.active = candidate
 
@@ -103,17 +125,42 @@ def probe(variant_dir: Path, provider: str, prompt: str, max_tokens: int) -> dic
     }
 
 
+def _bench(args: argparse.Namespace) -> dict:
+    from edge_agent.device_bench import run_device_bench
+    from edge_agent.runtime import LoadedModel
+
+    t0 = time.perf_counter()
+    model = LoadedModel(args.variant_dir, args.provider)
+    record = run_device_bench(
+        model,
+        model_ref=args.model_ref or args.variant_dir.name,
+        variant=args.variant_dir.name,
+        device=args.device,
+        precision=args.precision,
+        budget_s=args.budget_s,
+        load_time_s=time.perf_counter() - t0,
+    )
+    return record.model_dump(mode="json", by_alias=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load one variant and answer the probe prompt.")
     parser.add_argument("variant_dir", type=Path)
     parser.add_argument("--provider", default=CPU)
     parser.add_argument("--prompt", default=RuntimeSettings().probe_prompt)
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--bench", action="store_true", help="then run the short device bench")
+    parser.add_argument("--model-ref", default="")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--budget-s", type=float, default=60.0)
     args = parser.parse_args(argv)
     try:
         from edge_agent.runtime import LoadedModel  # noqa: F401  (import errors count as load errors)
 
         result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens)
+        if args.bench:
+            result = {"probe": result, "bench": _bench(args)}
     except ModelRuntimeError as exc:
         print(f"could not load: {exc}", file=sys.stderr)
         return EXIT_LOAD

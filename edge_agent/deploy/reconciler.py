@@ -34,6 +34,7 @@ from edge_agent.bundle_check import (
 )
 from edge_agent.config import AgentConfig
 from edge_agent.contracts import (
+    BenchRecord,
     BundleManifest,
     DeploymentState,
     DesiredState,
@@ -143,6 +144,7 @@ class Reconciler:
         self.idle = threading.Event()  # set while nothing is queued or running (tests and bench wait on it)
         self._candidate: Candidate | None = None
         self.served: str | None = None  # ref the activator serves, when it serves at all
+        self._bench: BenchRecord | None = None  # post-install bench, published once SUCCEEDED
         self._pauses = _test_pauses()
         self.handlers: dict[Step, Callable[[JournalRecord], Outcome]] = {
             Step.ACCEPTED: self._accepted,
@@ -335,6 +337,9 @@ class Reconciler:
             "" if state is not DeploymentState.ROLLED_BACK else f"{rec.previous_active or 'no version'} kept"
         )
         self._emit(rec, state, error=rec.error, message=message)
+        if self._bench is not None and state is DeploymentState.SUCCEEDED:
+            self.reporter.bench(self._bench)
+        self._bench = None
         d.seqs[rec.deployment_id] = rec.seq
         self.ledger.mark_handled(rec.desired_sha256)
         self.ledger.save()
@@ -523,8 +528,29 @@ class Reconciler:
         self._candidate = candidate
         rec.provider = candidate.provider
         self.reporter.provider_fallbacks = list(candidate.fallbacks)
+        if policy.bench_after_install:
+            self._bench = self._run_bench(candidate, policy.health_timeout_s)
         self._pause("HEALTH_CHECK")
         return Outcome.OK
+
+    def _run_bench(self, candidate: Candidate, timeout_s: float) -> BenchRecord:
+        """The short bench the policy asked for, part of the gate: a model that cannot bench fails it."""
+        loaded = getattr(candidate.handle, "model", None)
+        if loaded is not None:  # the serving host holds the LoadedModel: bench it in place
+            from edge_agent.device_bench import run_device_bench
+
+            return run_device_bench(
+                loaded,
+                model_ref=candidate.manifest.ref,
+                variant=candidate.variant_id,
+                device=self.config.device_id,
+                precision=candidate.manifest.variant(candidate.variant_id).precision,
+                budget_s=timeout_s,
+            )
+        bench_in_child = getattr(self.activator, "bench", None)
+        if bench_in_child is None:
+            raise HealthCheckError(f"{candidate.manifest.ref}: this activator cannot run the bench")
+        return BenchRecord.model_validate(bench_in_child(candidate, timeout_s, self.config.device_id))
 
     def _activating(self, rec: JournalRecord) -> Outcome:
         candidate = self._candidate

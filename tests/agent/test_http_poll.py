@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from build_side.fleet.channels import write_channel
@@ -39,14 +40,18 @@ def test_polled_channel_installed_then_replaced(
     with Agent(config, tmp_path / "agent.log") as agent:
         assert wait_final(state, "poll-1", proc=agent.proc)["state"] == "SUCCEEDED", agent.log_text()
         assert (state / "current").resolve().name == "tiny-chat@1.0.0"
+        benched = DeploymentPolicy(health_timeout_s=60, bench_after_install=True)
         second = build_desired(
-            revision=2, bundle=bundle_ref(b2), key=signing_key, deployment_id="poll-2", policy=policy
+            revision=2, bundle=bundle_ref(b2), key=signing_key, deployment_id="poll-2", policy=benched
         )
         write_channel(str(registry_dir), "stable", second)
         assert wait_final(state, "poll-2", proc=agent.proc)["state"] == "SUCCEEDED", agent.log_text()
         assert (state / "current").resolve().name == "tiny-chat@2.0.0"
         assert (state / "previous").resolve().name == "tiny-chat@1.0.0"
         assert agent.terminate() == 0
+    # The probe-only agent benched the new version in a child process and kept the record.
+    [bench] = [json.loads(line) for line in (state / "bench.jsonl").read_text().splitlines()]
+    assert bench["model"] == "tiny-chat@2.0.0" and bench["meta"]["repetitions"] >= 1
 
     polls = tap.served("/channels/stable.json")
     assert sum(r.status == 200 for r in polls) == 2, "one full read per change"

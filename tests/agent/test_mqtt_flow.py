@@ -55,12 +55,19 @@ def test_retained_desired_installed_then_replaced(
         assert "tiny-chat@1.0.0" in serving(state)
 
         # a group's desired state with a newer revision replaces it
-        fleet.publish_desired(desired(signing_key, 2, b2), group="canary")
+        fleet.publish_desired(desired(signing_key, 2, b2, bench_after_install=True), group="canary")
         assert wait_final(state, "dep-2", proc=agent.proc)["state"] == "SUCCEEDED", agent.log_text()
         assert steps(state, "dep-2") == HAPPY
         assert (state / "current").resolve().name == "tiny-chat@1.1.0"
         assert (state / "previous").resolve().name == "tiny-chat@1.0.0"
         assert "tiny-chat@1.1.0" in serving(state), "the new version is swapped in"
+        bench = json.loads(wait_until(lambda: fleet.on("bench"), 20, "the post-install bench record")[-1])
+        assert (bench["model"], bench["variant"], bench["meta"]["device"]) == (
+            "tiny-chat@1.1.0",
+            "cpu-int4",
+            "dev-1",
+        )
+        assert bench["metrics"]["decode_tok_s"]["median"] > 0
 
         reported = wait_until(
             lambda: [r for r in map(json.loads, fleet.on("reported")) if r.get("applied_revision") == 2],

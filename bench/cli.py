@@ -263,5 +263,106 @@ def history_cmd(
         raise typer.Exit(1)
 
 
+class LoadScenario(StrEnum):
+    single_stream = "single-stream"
+    server = "server"
+    offline = "offline"
+
+
+@app.command("serve")
+def serve_cmd(
+    url: str = typer.Argument(..., help="Base URL of the agent's API, e.g. http://127.0.0.1:8088"),
+    model: str = typer.Option(..., "--model", "-m", help="Model id as the API knows it (see /v1/models)."),
+    scenario: list[LoadScenario] = typer.Option(
+        [LoadScenario.single_stream, LoadScenario.server, LoadScenario.offline],
+        "--scenario",
+        "-s",
+        help="single-stream, server and/or offline (repeatable; default all three).",
+    ),
+    count: int = typer.Option(16, "--count", "-n", help="Requests per scenario, at most."),
+    max_seconds: float = typer.Option(60.0, help="No new request starts after this many seconds."),
+    rate: float = typer.Option(1.0, help="Server scenario: mean Poisson arrival rate, requests/s."),
+    max_tokens: int = typer.Option(
+        32, help="Tokens each request generates (fixed: min_tokens = max_tokens)."
+    ),
+    timeout: float = typer.Option(120.0, help="Per-request timeout, seconds."),
+    api_key: str | None = typer.Option(
+        None, envvar="SLMOPS_API_KEY", help="Bearer key, when the API needs one."
+    ),
+    seed: int = typer.Option(0, help="Seed of the Poisson arrivals."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+    results: Path | None = typer.Option(
+        None, help="Results file to append to (default: $SLMOPS_HOME/bench/results.jsonl)."
+    ),
+    save: bool = typer.Option(True, "--save/--no-save", help="Append the records to the results file."),
+) -> None:
+    """Load a running agent's OpenAI-compatible API the MLPerf way; bounded in count and time.
+
+    single-stream: one request at a time (latency p50/p90). server: Poisson arrivals at --rate
+    (TTFT and TPOT p99). offline: all --count requests at once (throughput). Every request streams,
+    uses the chat prompt set and generates exactly --max-tokens tokens. Exit status 1 when any
+    request failed.
+    """
+    import json
+
+    from rich.table import Table
+
+    from bench import history
+    from bench.compare import chat_prompts
+    from bench.load import LoadOptions, run_load
+    from edge_agent.bench_metrics import percentile
+
+    opts = LoadOptions(
+        url=url, model=model, max_tokens=max_tokens, count=count, max_seconds=max_seconds,
+        rate=rate, timeout_s=timeout, api_key=api_key, seed=seed,
+    )  # fmt: skip
+    prompts = [messages[0]["content"] for messages in chat_prompts()]
+    err = Console(stderr=True)
+    records = []
+    for name in scenario:
+        with err.status(f"{name.value}: up to {count} requests, {max_seconds:g} s"):
+            records.append(run_load(name.value, opts, prompts))
+    if save:
+        path = results or history.default_results_path()
+        history.append_records(path, records)
+        err.print(f"appended {len(records)} records to {path}")
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json", by_alias=True) for r in records], indent=2))
+    else:
+
+        def pcts(r, key: str, qs: tuple[int, ...]) -> str:  # type: ignore[no-untyped-def]
+            s = r.metrics.get(key)
+            return " / ".join(f"{percentile(s.samples, q):.0f}" for q in qs) if s and s.samples else "-"
+
+        t = Table(title=f"bench serve {url} ({model})")
+        for col in (
+            "scenario",
+            "ok",
+            "failed",
+            "latency ms p50/p90/p99",
+            "TTFT ms p50/p90/p99",
+            "TPOT ms p50/p99",
+            "tok/s",
+            "req/s",
+        ):
+            t.add_column(col, justify="left" if col == "scenario" else "right")
+        for r in records:
+            failed = int(r.metrics["failed_requests"].median)
+            tput, qps = r.metrics.get("throughput_tok_s"), r.metrics.get("completed_qps")
+            t.add_row(
+                r.scenario,
+                str(r.meta.repetitions - failed),
+                str(failed),
+                pcts(r, "latency_ms", (50, 90, 99)),
+                pcts(r, "ttft_ms", (50, 90, 99)),
+                pcts(r, "tpot_ms", (50, 99)),
+                f"{tput.median:.1f}" if tput else "-",
+                f"{qps.median:.2f}" if qps else "-",
+            )
+        wide_console().print(t)
+    if any(r.error or r.metrics["failed_requests"].median for r in records):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

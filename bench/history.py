@@ -28,6 +28,8 @@ WATCHED = [
     "ttft_ms",
     "tpot_ms",
     "e2e_tok_s",
+    "latency_ms",
+    "throughput_tok_s",
     "peak_rss_mb",
     "perplexity",
     "top1_agreement",

@@ -27,6 +27,7 @@ class CaseSpec(BaseModel):
     precision: str | None = None
     quantization: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     label: str = ""
+    context_tokens: int | None = Field(None, description="longest prompt + generation it must hold")
 
     def default_label(self, with_provider: bool, with_threads: bool) -> str:
         parts = [self.variant if self.engine == "onnxruntime-genai" else f"{self.engine}:{self.variant}"]

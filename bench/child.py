@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.cases import CaseSpec, Scenario
 from bench.engines import Engine, EngineInfo, engine_class
-from bench.quality import score
+from bench.quality import score_windows
 from edge_agent.bench_metrics import GenerationTiming, decode_bound_tok_s, summarize, summarize_timings
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord, Quality, Summary
 from edge_agent.device_bench import cpu_model, peak_rss_mb
@@ -31,8 +31,8 @@ class QualityJob(BaseModel):
     ids: list[int] = Field(min_length=2)
     text: str = Field(description="name of the text with its sha256 prefix")
     reference: str = Field(description="label of the reference case")
-    reference_logprobs: Path | None = None
-    save_logprobs: Path | None = None
+    reference_logits: Path | None = None
+    save_logits: Path | None = None
 
 
 class CaseJob(BaseModel):
@@ -130,15 +130,13 @@ def run_job(job: CaseJob) -> CaseResult:
             tokens={name: engine.tokenize(text) for name, text in job.texts.items()},
             chat_ids=[engine.chat_ids(messages) for messages in job.chats],
         )
-    info = engine.info()
     timings = {s.name: run_scenario(engine, s, job.warmup, job.repetitions) for s in job.scenarios}
     rss_mb = peak_rss_mb()  # before quality: its full-sequence logits are not what serving costs
+    info = engine.info()  # after: reading a model's metadata is not what serving costs either
     quality = None
     if job.quality:
         q = job.quality
-        quality = score(
-            engine.logits(q.ids), q.ids, q.reference, q.text, q.reference_logprobs, q.save_logprobs
-        )
+        quality = score_windows(engine.logits, q.ids, q.reference, q.text, q.reference_logits, q.save_logits)
         emit(event="step", what="quality")
     records = [
         make_record(job, s, timings[s.name], info, load_time_s, rss_mb, quality) for s in job.scenarios

@@ -50,20 +50,22 @@ def wide_console() -> Console:
     return Console(width=None if Console().is_terminal else 200)
 
 
-def emit(records: list, fmt: Format, output: Path | None, title: str) -> None:
-    """Print records in the chosen format; with --output also write that format to a file."""
+SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".md": "md"}
+
+
+def emit(records: list, fmt: Format, outputs: list[Path], title: str) -> None:
+    """Print records in the chosen format; write each --output in the format its suffix names."""
     from bench import report
 
-    console = wide_console()
     if fmt is Format.table:
-        console.print(report.table(records, title=title))
-        text = report.to_markdown(records)
+        wide_console().print(report.table(records, title=title))
     else:
         text = report.render(records, fmt.value)
         print(text, end="" if text.endswith("\n") else "\n")
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = SUFFIX_FORMATS.get(path.suffix.lower(), "md" if fmt is Format.table else fmt.value)
+        path.write_text(report.render(records, name))
 
 
 @app.command("compare")
@@ -117,8 +119,8 @@ def compare(
     quality_tokens: int | None = typer.Option(None, help="Score at most this many tokens of the text."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Also write the output (Markdown for table) to this file."
+    output: list[Path] = typer.Option(
+        [], "--output", "-o", help="Also write to this file, format by suffix: .json, .csv, .md (repeatable)."
     ),
     plots: Path | None = typer.Option(
         None, "--plots", help="Write speed_vs_quality.png and speed_vs_size.png here."

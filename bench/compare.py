@@ -19,7 +19,7 @@ from bench.cases import CaseSpec, Scenario, fixed_prompt, parse_scenario
 from bench.child import CaseJob, CaseResult, QualityJob
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord, Summary
 from edge_agent.errors import ContractError, ModelRuntimeError
-from edge_agent.hashing import sha256_bytes
+from edge_agent.evaluation import text_label
 
 DATA = files("bench") / "data"
 
@@ -145,7 +145,7 @@ def run_compare(
 
     text_path = opts.quality_text or DATA / "prose.txt"
     text = Path(str(text_path)).read_text()
-    text_name = f"{Path(str(text_path)).name}@{sha256_bytes(text.encode())[:12]}"
+    text_name = text_label(Path(str(text_path)).name, text)
     with tempfile.TemporaryDirectory(prefix="slmops-bench-") as tmp:
         workdir = Path(tmp)
         tokenized = run_child(
@@ -165,7 +165,8 @@ def run_compare(
         bandwidth: Summary | None = measure_bandwidth(threads) if opts.bandwidth else None
 
         quality_ids = prose_ids[: opts.quality_tokens] if opts.quality_tokens else prose_ids
-        ref_path = workdir / "reference-logprobs.npy"
+        context = max(len(p) + s.gen_tokens for s in scenarios for p in s.prompts)
+        ref_path = workdir / "reference-logits.npy"
         ref_ok = False
         records: list[BenchRecord] = []
         for case in cases:
@@ -176,11 +177,11 @@ def run_compare(
                     ids=quality_ids,
                     text=text_name,
                     reference=reference,
-                    reference_logprobs=ref_path if (ref_ok and not is_ref) else None,
-                    save_logprobs=ref_path if is_ref else None,
+                    reference_logits=ref_path if (ref_ok and not is_ref) else None,
+                    save_logits=ref_path if is_ref else None,
                 )
             job = CaseJob(
-                case=case,
+                case=case.model_copy(update={"context_tokens": context}),
                 scenarios=scenarios,
                 warmup=opts.warmup,
                 repetitions=opts.repetitions,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 
 from bench import report
 from bench.history import load_records
 from edge_agent.contracts.bench_record import BenchRecord
 from tests.bench.conftest import CompareRun
+from tests.conftest import cli
 
 SPEED = {"ttft_ms", "prefill_tok_s", "decode_tok_s", "tpot_ms", "e2e_tok_s"}
 
@@ -74,7 +76,7 @@ def test_outputs_in_every_format(compare_run: CompareRun) -> None:
     rows = list(csv.DictReader(io.StringIO(report.to_csv(compare_run.records))))
     assert len(rows) == 6 and {"decode_tok_s", "decode_tok_s_p90", "perplexity"} <= set(rows[0])
     assert float(rows[0]["decode_tok_s"]) > 0
-    md = report.to_markdown(compare_run.records).splitlines()
+    md = (compare_run.out / "table.md").read_text().splitlines()  # -o table.md: format by suffix
     assert md[0].startswith("| case | scenario |") and len(md) == 2 + 6
     assert any(line.startswith("| pytorch:fp32 | chat |") for line in md)
 
@@ -86,3 +88,41 @@ def test_plots_and_results_file(compare_run: CompareRun) -> None:
     assert [r.model_dump() for r in load_records(compare_run.results)] == [
         r.model_dump() for r in compare_run.records
     ]
+
+
+def test_bundle_variants_from_a_registry(
+    make_bundle, registry_dir, registry_server, keys_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A signed bundle fetched over HTTP: signature checked, files pinned by sha256, variants as cases."""
+    make_bundle("1.0.0", variants=("cpu-fp32", "cpu-int4"), root=registry_dir / "bundles")
+    argv = cli(
+        "bench", "compare", "--registry", registry_server, "--bundle", "tiny-chat@1.0.0",
+        "--variant", "cpu-int4", "-k", str(keys_dir), "-t", "1", "-s", "pp8-tg4",
+        "--warmup", "0", "--reps", "1", "--no-quality", "--json", "--no-save",
+    )  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = [BenchRecord.model_validate(r) for r in json.loads(proc.stdout)]
+    assert (record.model, record.variant, record.meta.precision) == ("tiny-chat@1.0.0", "cpu-int4", "int4")
+    assert record.quality is None and record.metrics["decode_tok_s"].median > 0
+
+
+def test_untrusted_bundle_is_refused(make_bundle, registry_dir, registry_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edge_agent.signing import SigningKey
+
+    make_bundle("1.0.0", root=registry_dir / "bundles")
+    stranger = tmp_path / "keys"
+    SigningKey.generate().save(stranger)
+    argv = cli(
+        "bench",
+        "compare",
+        "--registry",
+        registry_server,
+        "--bundle",
+        "tiny-chat@1.0.0",
+        "-k",
+        str(stranger),
+        "--no-save",
+    )
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "not trusted" in proc.stderr

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from bench.cases import fixed_prompt, parse_scenario
-from bench.quality import QualityAccumulator, log_softmax, score
+from bench.quality import score_windows
 from edge_agent.bench_metrics import (
     GenerationTiming,
     decode_bound_tok_s,
@@ -21,6 +19,7 @@ from edge_agent.bench_metrics import (
     timing_metrics,
 )
 from edge_agent.errors import ContractError
+from edge_agent.evaluation import log_softmax
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -88,39 +87,38 @@ def test_relative_change_direction() -> None:
 
 
 def test_quality_of_a_known_distribution() -> None:
-    # Uniform over 4 tokens: perplexity is exactly 4, whatever the targets.
-    logits = np.zeros((3, 4))
-    q = score(logits, [0, 1, 2, 3], reference="self", text="t")
+    # Uniform over 4 tokens: perplexity is exactly 4, whatever the targets; no reference, no KL.
+    q = score_windows(lambda ids: np.zeros((len(ids), 4)), [0, 1, 2, 3], reference="r", text="t")
     assert q.tokens == 3 and q.perplexity == pytest.approx(4.0)
+    assert q.kl_divergence is None and q.top1_agreement is None
 
 
-def test_kl_and_top1_against_a_reference(tmp_path) -> None:
+def test_kl_and_top1_against_a_saved_reference(tmp_path) -> None:
     rng = np.random.default_rng(0)
-    ref_logits = rng.normal(size=(5, 7))
-    ids = [0, 1, 2, 3, 4, 5]
+    ids = list(range(9))
+    ref_logits = rng.normal(size=(len(ids), 11))
     ref_path = tmp_path / "ref.npy"
-    self_q = score(ref_logits, ids, "ref", "t", save_logprobs_path=ref_path)
-    assert self_q.kl_divergence == pytest.approx(0.0, abs=1e-6) and self_q.top1_agreement == 1.0
+    # Windows of 4 tokens: 3 windows (4 + 4 + 1 dropped) -> 3 + 3 = 6 scored positions.
+    ref_q = score_windows(
+        lambda w: ref_logits[w[0] : w[0] + len(w)], ids, "ref", "t", save_logits_path=ref_path, window=4
+    )
+    assert ref_q.tokens == 6 and ref_q.kl_divergence == 0.0 and ref_q.top1_agreement == 1.0
     other = ref_logits.copy()
-    other[0] = other[0][::-1]  # change one position's distribution
-    q = score(other, ids, "ref", "t", ref_logprobs_path=ref_path)
+    other[0] = other[0][::-1]  # position 0 predicts differently
+    q = score_windows(
+        lambda w: other[w[0] : w[0] + len(w)], ids, "ref", "t", ref_logits_path=ref_path, window=4
+    )
     p, r = np.exp(log_softmax(ref_logits[0])), log_softmax(other[0])
-    expected_kl = float((p * (np.log(p) - r)).sum()) / 5
-    assert q.kl_divergence == pytest.approx(expected_kl, rel=1e-5)
-    expected_top1 = (4 + int(ref_logits[0].argmax() == other[0].argmax())) / 5
-    assert q.top1_agreement == pytest.approx(expected_top1)
+    assert q.kl_divergence == pytest.approx(float((p * (np.log(p) - r)).sum()) / 6, rel=1e-5)
+    assert q.top1_agreement == pytest.approx((5 + int(ref_logits[0].argmax() == other[0].argmax())) / 6)
+    assert q.perplexity != ref_q.perplexity
 
 
-def test_accumulator_chunks_match_one_pass() -> None:
-    rng = np.random.default_rng(1)
-    lp = log_softmax(rng.normal(size=(10, 6)))
-    targets = rng.integers(0, 6, size=10)
-    whole, parts = QualityAccumulator(), QualityAccumulator()
-    whole.add(lp, targets)
-    parts.add(lp[:4], targets[:4])
-    parts.add(lp[4:], targets[4:])
-    assert parts.result("r", "t").perplexity == pytest.approx(whole.result("r", "t").perplexity)
-    assert whole.result("r", "t").perplexity == pytest.approx(math.exp(-lp[np.arange(10), targets].mean()))
+def test_reference_with_other_positions_is_refused(tmp_path) -> None:
+    ref_path = tmp_path / "ref.npy"
+    score_windows(lambda w: np.zeros((len(w), 3)), [0, 1, 2], "r", "t", save_logits_path=ref_path)
+    with pytest.raises(ValueError, match="positions"):
+        score_windows(lambda w: np.zeros((len(w), 3)), [0, 1, 2, 1], "r", "t", ref_logits_path=ref_path)
 
 
 def test_scenarios_parse_like_llama_bench() -> None:

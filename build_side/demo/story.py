@@ -26,6 +26,7 @@ from build_side.fleet.errors import FleetError
 from build_side.fleet.history import History
 from build_side.fleet.local_agent import LocalAgent, LocalDevice, broker_listening
 from build_side.fleet.status import DeviceView, FleetSnapshot, bench_line, collect_snapshot
+from build_side.fleet.topics import device_topic
 from build_side.fleet.watch import FleetWatch
 from build_side.settings import keys_dir
 from edge_agent.contracts import (
@@ -190,11 +191,13 @@ class Story:
                 "over MQTT (retained, QoS 1) and reports its state, events and bench back on it."
             )
         else:
+            why = "as asked (--transport http)" if listening else f"no MQTT broker listens on {host_port}"
             self.say(
-                f"[bold]HTTP polling[/]: no MQTT broker listens on {host_port}, so the device polls "
-                f"channels/{CHANNEL}.json from the registry every 2 s; with no broker to report to, its "
-                "events and reported state are read from its state folder."
+                f"[bold]HTTP polling[/]: {why}, so the device polls channels/{CHANNEL}.json from the "
+                "registry every 2 s; with no broker to report to, its events and reported state are read "
+                "from its state folder."
             )
+        self.forget_last_run(mode)
         home = demo_dir / "device"
         shutil.rmtree(home / "state", ignore_errors=True)  # a fresh device each run: the whole install shows
         home.mkdir(parents=True, exist_ok=True)
@@ -236,6 +239,13 @@ class Story:
             if time.monotonic() > deadline:
                 raise FleetError(f"the agent did not start within {timeout_s:.0f} s:\n{agent.log_tail()}")
             time.sleep(0.2)
+
+    def forget_last_run(self, mode: str) -> None:
+        """A fresh device must not pick up the previous run's desired state before this run's."""
+        if mode == "mqtt":
+            with BrokerSession(self.opts.broker, FLEET) as session:
+                session.clear_retained(device_topic(FLEET, DEVICE, "desired"))
+        (self.opts.home / "registry" / "channels" / f"{CHANNEL}.json").unlink(missing_ok=True)
 
     def _stop_agent(self, agent: LocalAgent) -> None:
         code = agent.stop()

@@ -15,21 +15,23 @@ def demo(
     prompt: str = typer.Option(
         "What is the capital of France?", "--prompt", "-p", help="The question to ask the device."
     ),
-    variants: str = typer.Option(
-        "cpu-int4,cpu-int8,cpu-fp32", "--variants", help="The cpu variants to build (comma-separated)."
-    ),
     transport: str = typer.Option(
         "auto",
         "--transport",
         help="auto: MQTT when a broker listens on the --broker address, HTTP polling otherwise.",
     ),
     broker: str = typer.Option("mqtt://127.0.0.1:1883", "--broker", help="Where to look for Mosquitto."),
+    variant: str = typer.Option(
+        "cpu-int4",
+        "--variant",
+        help="Variant the desired state pins (cpu-int4, cpu-int8, cpu-fp32), or `auto` to let the device choose.",
+    ),
     max_tokens: int = typer.Option(96, "--max-tokens", help="Longest answer, in tokens."),
 ) -> None:
     """Run the whole story on this machine, start to end, and stop everything it started.
 
-    Prepare the real SmolLM2-135M-Instruct, build and sign its cpu variants into a bundle, publish it
-    to a registry under $SLMOPS_HOME and serve it, start an edge agent as a local device (over MQTT
+    Prepare the real SmolLM2-135M-Instruct, build its cpu variants (fp32, int8, int4; the recipe in
+    manifests/recipes/), measure, sign and publish them to a registry under $SLMOPS_HOME, serve it, start an edge agent as a local device (over MQTT
     when Mosquitto listens, HTTP polling otherwise), deploy the bundle, watch the device's events,
     ask it a question through its OpenAI-compatible API, show its bench record and the fleet status.
     A second run reuses the prepared source and the published release.
@@ -42,9 +44,9 @@ def demo(
     opts = DemoOptions(
         prompt=prompt,
         home=home_dir(),
-        variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
         transport=transport,
         broker=broker,
+        variant=variant,
         max_tokens=max_tokens,
     )
     Story(opts, console).run()

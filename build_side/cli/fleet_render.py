@@ -31,6 +31,11 @@ def ago(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M")
 
 
+def short_provider(name: str) -> str:
+    """`CPUExecutionProvider` -> `CPU` (tables are narrow; JSON keeps the full name)."""
+    return name.removesuffix("ExecutionProvider") or name
+
+
 def event_line(event: Event) -> str:
     """`12:00:01  dev-1  DOWNLOADING  tiny-chat@1.0.0  1.2/3.4 MB`."""
     style = STATE_STYLE.get(event.state, "cyan")
@@ -74,9 +79,9 @@ def status_table(snap: FleetSnapshot) -> Table:
         online = {True: "[green]online[/]", False: "[red]offline[/]", None: "?"}[v.online]
         if v.last_event:
             e = v.last_event
-            last = f"{e.state} {e.bundle or ''}".strip()
-            if e.error:
-                last += f" ({e.error.code})"
+            last = f"{e.state}" + (f" ({e.error.code})" if e.error else "")
+            if e.bundle and (not a or e.bundle != a.bundle):
+                last += f" {e.bundle}"
         elif r and r.last_state:
             last = f"{r.last_state}" + (f" ({r.last_error.code})" if r.last_error else "")
         else:
@@ -89,10 +94,10 @@ def status_table(snap: FleetSnapshot) -> Table:
             ",".join(v.groups),
             a.bundle if a else "-",
             a.variant if a else "",
-            a.provider if a else "",
+            short_provider(a.provider) if a else "",
             last,
             bench,
-            ago(v.last_seen),
+            "now" if v.online else ago(v.last_seen),
         )
     return t
 

@@ -1,21 +1,23 @@
-"""The demo's release: SmolLM2-135M-Instruct's cpu variants, built, signed and published once.
+"""The demo's release: the repository's SmolLM2 recipe run through the build pipeline, once.
 
-A registry never holds two different manifests for one name@version, so a release already in the
-registry is reused as it is: the second run of the demo builds nothing.
+The recipe (manifests/recipes/smollm2-135m-instruct.yaml) converts SmolLM2-135M-Instruct into cpu-fp32,
+cpu-int8 and cpu-int4, measures each against fp32, bundles, signs and publishes them. A registry never
+holds two different manifests for one name@version, so a release already there is reused as it is:
+the second run of the demo builds nothing (and the pipeline itself skips unchanged stages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from build_side.fleet.catalog import manifest_path
+from edge_agent.errors import BuildError
 from edge_agent.signing import SigningKey
 
-NAME = "smollm2-135m-instruct"
-VERSION = "1.0.0"
-DEFAULT_VARIANTS = ("cpu-int4", "cpu-int8", "cpu-fp32")
+RECIPE = Path(__file__).resolve().parents[2] / "manifests" / "recipes" / "smollm2-135m-instruct.yaml"
 
 
 @dataclass(frozen=True)
@@ -24,59 +26,67 @@ class Release:
     path: Path
     variants: list[str]
     built: bool  # False: reused from the registry
+    evals: dict[str, str]  # variant -> one line of its build-time quality figures
 
 
-Progress = Callable[[str, int, int], None]  # (variant, completed, total)
+def recipe_bundle(recipe: Path = RECIPE) -> tuple[str, str]:
+    """(name, version) the recipe publishes."""
+    from build_side.recipe import load_recipe
+
+    if not recipe.is_file():
+        raise BuildError(f"the demo's recipe {recipe} is missing (run the demo from a repository checkout)")
+    b = load_recipe(recipe).bundle
+    return b.name, b.version
 
 
-def held(registry: Path, name: str = NAME, version: str = VERSION) -> bool:
-    return (registry / manifest_path(name, version)).is_file()
-
-
-def ensure_release(
-    registry: Path,
-    key: SigningKey,
-    hf_dir: Path,
-    source_info: dict,
-    work: Path,
-    variants: tuple[str, ...] = DEFAULT_VARIANTS,
-    progress: Progress | None = None,
-) -> Release:
-    """Convert, bundle, sign and publish the demo release, unless the registry holds it already."""
+def _held(registry: Path, name: str, version: str) -> Release | None:
     from edge_agent.bundle_check import parse_manifest
 
-    target = registry / manifest_path(NAME, VERSION)
-    if target.is_file():
-        manifest = parse_manifest(target.read_bytes(), target)
-        return Release(manifest.ref, target.parent, [v.id for v in manifest.variants], built=False)
+    path = registry / manifest_path(name, version)
+    if not path.is_file():
+        return None
+    m = parse_manifest(path.read_bytes(), path)
+    return Release(m.ref, path.parent, [v.id for v in m.variants], False, _evals(m))
 
-    from build_side.bundle import BundleSettings, assemble
-    from build_side.convert import VariantSpec, convert
-    from build_side.registry import publish
-    from edge_agent.contracts import SourceInfo
 
-    def on_progress(p) -> None:  # type: ignore[no-untyped-def]
-        if progress:
-            progress(p.variant, p.completed, p.total)
+def _evals(manifest) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for v in manifest.variants:
+        e = v.eval
+        if e is None:
+            continue
+        parts = [f"{e.size_bytes / 1e6:.0f} MB", f"ppl {e.perplexity:.2f}"]
+        if e.kl_divergence is not None and v.id != e.reference:
+            parts.append(f"KL {e.kl_divergence:.4f}")
+        if e.top1_agreement is not None and v.id != e.reference:
+            parts.append(f"top-1 {e.top1_agreement:.1%}")
+        out[v.id] = ", ".join(parts)
+    return out
 
-    convert_dir = work / "convert"
-    convert(
-        hf_dir,
-        [VariantSpec(id=v) for v in variants],
-        convert_dir,
-        SourceInfo(**source_info),
-        progress=on_progress,
-    )
-    bundle = assemble(
-        convert_dir,
-        work / "bundles",
-        BundleSettings(
-            name=NAME,
-            version=VERSION,
-            description="SmolLM2-135M-Instruct, cpu variants, built by `slmops demo`",
-            variants=list(variants),
-        ),
-        key,
-    )
-    result = publish(bundle.path, registry, key)
-    return Release(result.ref, result.path, list(variants), built=True)
+
+def ensure_release(registry: Path, key: SigningKey, work: Path, console: Console) -> Release:
+    """Run the recipe into `registry` unless it already holds the release; show the build's progress."""
+    name, version = recipe_bundle()
+    found = _held(registry, name, version)
+    if found:
+        return found
+    from build_side.cli.convert_cmds import build_progress, progress_bars, quality_progress
+    from build_side.pipeline import PipelineHooks, StageResult, run_pipeline
+
+    with progress_bars() as bars:
+
+        def stage_done(r: StageResult) -> None:
+            mark = "[green]ran[/]    " if r.ran else "[cyan]skipped[/]"
+            bars.console.print(f"{mark} {r.stage:<9} {r.detail}  [dim]{r.seconds:.1f} s[/]")
+
+        run_pipeline(
+            RECIPE,
+            key,
+            work_dir=work,
+            registry=registry,
+            hooks=PipelineHooks(stage_done, build_progress(bars), quality_progress(bars)),
+        )
+    made = _held(registry, name, version)
+    if made is None:
+        raise BuildError(f"the pipeline ran but {registry} does not hold {name}@{version}")
+    return Release(made.ref, made.path, made.variants, True, made.evals)

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from build_side.demo.release import DEFAULT_VARIANTS, NAME, VERSION, ensure_release
+from build_side.demo.release import ensure_release, recipe_bundle
 from build_side.fleet.broker import BrokerSession
 from build_side.fleet.deploy import DeployRequest, deploy
 from build_side.fleet.errors import FleetError
@@ -36,6 +35,7 @@ from edge_agent.contracts import (
     DeploymentState,
     Event,
     ReportedState,
+    VariantPolicy,
 )
 from edge_agent.signing import SigningKey
 
@@ -47,9 +47,9 @@ STEPS = 8
 class DemoOptions:
     prompt: str
     home: Path  # the user's data dir (SLMOPS_HOME)
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
     transport: str = "auto"  # auto, mqtt or http
     broker: str = "mqtt://127.0.0.1:1883"
+    variant: str = "cpu-int4"  # pinned by the desired state's variant policy; "auto": the device chooses
     deploy_timeout_s: float = 600.0
     max_tokens: int = 96
 
@@ -71,6 +71,7 @@ class Story:
         self.result = DemoResult()
         self._step = 0
         self.wall_start = time.time()
+        self.ref = "{}@{}".format(*recipe_bundle())
 
     # narration ---------------------------------------------------------------------------------------
 
@@ -96,9 +97,9 @@ class Story:
         with ExitStack() as stack:
             key = self.signing_key(demo_dir / "keys")
             with self.step("model source: SmolLM2-135M-Instruct"):
-                src = self.prepare_source()
+                self.prepare_source()
             with self.step("release: build, sign and publish the cpu variants"):
-                self.release(registry_dir, key, src, demo_dir / "build")
+                self.ref = self.release(registry_dir, key, demo_dir / "build")
             with self.step("registry: serve it over HTTP"):
                 registry_url = self.serve_registry(stack, registry_dir)
             with self.step("device: start an edge agent on this machine"):
@@ -109,7 +110,7 @@ class Story:
                 session = stack.enter_context(BrokerSession(self.opts.broker, FLEET))
                 watch = FleetWatch(session, history, on_event=self.show_event)
                 self.wait_online(watch, agent)
-            with self.step(f"deploy {NAME}@{VERSION} and watch its events"):
+            with self.step(f"deploy {self.ref} and watch its events"):
                 self.deploy(history, key, registry_dir, watch, agent)
             with self.step("ask the device through its OpenAI-compatible API"):
                 self.ask(agent)
@@ -143,26 +144,13 @@ class Story:
         )
         return src
 
-    def release(self, registry: Path, key: SigningKey, src, work: Path) -> None:  # type: ignore[no-untyped-def]
-        columns = (
-            TextColumn("{task.description:<10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=self.console, transient=False) as bars:
-            tasks: dict[str, int] = {}
-
-            def progress(variant: str, done: int, total: int) -> None:
-                if variant not in tasks:
-                    tasks[variant] = bars.add_task(variant, total=total)
-                bars.update(tasks[variant], completed=done, total=total)
-
-            rel = ensure_release(
-                registry, key, src.path, src.info(), work, tuple(self.opts.variants), progress=progress
-            )
-        verb = "built, signed and published" if rel.built else "reused (the registry holds it)"
-        self.say(f"{rel.ref}: {verb}; variants {', '.join(rel.variants)}\n  {rel.path}")
+    def release(self, registry: Path, key: SigningKey, work: Path) -> str:
+        rel = ensure_release(registry, key, work, self.console)
+        verb = "built, measured, signed and published" if rel.built else "reused (the registry holds it)"
+        self.say(f"{rel.ref}: {verb}\n  {rel.path}")
+        for variant in rel.variants:
+            self.say(f"  {variant:<9} {rel.evals.get(variant, '')}")
+        return rel.ref
 
     def serve_registry(self, stack: ExitStack, registry: Path) -> str:
         from build_side.registry_server import registry_app
@@ -271,11 +259,13 @@ class Story:
         self, history: History, key: SigningKey, registry: Path, watch: FleetWatch | None, agent: LocalAgent
     ) -> None:
         policy = DeploymentPolicy(health_timeout_s=300, bench_after_install=True)
+        auto = self.opts.variant == "auto"
         req = DeployRequest(
-            f"{NAME}@{VERSION}",
+            self.ref,
             str(registry),
             devices=[DEVICE] if watch else [],
             channels=[] if watch else [CHANNEL],
+            variant_policy=VariantPolicy() if auto else VariantPolicy(variant=self.opts.variant),
             policy=policy,
         )
         [pub] = deploy(
@@ -286,9 +276,10 @@ class Story:
             session=watch.session if watch else None,
             snapshot=watch.snapshot if watch else None,
         )
+        variant = "the device's own choice" if auto else f"variant {self.opts.variant}"
         self.say(
             f"signed desired state: revision {pub.state.revision}, deployment {pub.state.deployment_id}, "
-            f"bench after install\n  -> {pub.where}"
+            f"{variant}, bench after install\n  -> {pub.where}"
         )
         if watch:
             outcome = watch.wait_for_outcomes({DEVICE: pub.state.deployment_id}, self.opts.deploy_timeout_s)
@@ -301,7 +292,7 @@ class Story:
             raise FleetError(
                 f"the deployment ended {state or 'without a result'}: {detail}\n{agent.log_tail()}"
             )
-        self.say(f"[green]{DEVICE} runs {NAME}@{VERSION}[/]")
+        self.say(f"[green]{DEVICE} runs {self.ref}[/]")
 
     def follow_local_events(
         self, agent: LocalAgent, history: History, deployment_id: str

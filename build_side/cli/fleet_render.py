@@ -71,7 +71,7 @@ def status_table(snap: FleetSnapshot) -> Table:
         "last bench",
         "last seen",
     ):
-        t.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold", no_wrap=col in ("device", "active", "variant", "last seen"))
     for device in sorted(snap.devices):
         v = snap.devices[device]
         r = v.reported
@@ -86,7 +86,7 @@ def status_table(snap: FleetSnapshot) -> Table:
             last = f"{r.last_state}" + (f" ({r.last_error.code})" if r.last_error else "")
         else:
             last = ""
-        bench = f"{v.last_bench.variant}: {bench_line(v.last_bench)}" if v.last_bench else ""
+        bench = f"{v.last_bench.variant}: {bench_line(v.last_bench, short=True)}" if v.last_bench else ""
         t.add_row(
             device,
             online,

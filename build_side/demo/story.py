@@ -398,11 +398,14 @@ class Story:
 
         if watch:
             snap = collect_snapshot(watch.session, history)
-            source = "from the broker's retained messages and the events seen"
+            source = (
+                "from the broker's retained messages and the events seen; "
+                f"`slmops fleet status --fleet {FLEET}` shows the same"
+            )
         else:
             snap = self.local_snapshot(history, agent)
-            source = "from the device's own report in its state folder (no broker)"
-        self.say(f"[dim]{source}; `slmops fleet status --fleet {FLEET}` shows the same[/]")
+            source = "from the device's own report in its state folder (there is no broker to read)"
+        self.say(f"[dim]{source}[/]")
         self.console.print(status_table(snap))
 
     def local_snapshot(self, history: History, agent: LocalAgent) -> FleetSnapshot:

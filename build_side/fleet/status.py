@@ -190,15 +190,15 @@ def bench_summary(record: BenchRecord) -> dict[str, Any]:
     }
 
 
-def bench_line(record: BenchRecord) -> str:
-    """One short line: `decode 41.2 tok/s, TTFT 35 ms, prefill 300 tok/s`."""
+def bench_line(record: BenchRecord, short: bool = False) -> str:
+    """One line: `decode 41.2 tok/s, TTFT 35 ms, prefill 300 tok/s` (`short`: the first two)."""
     m = {k: v.median for k, v in record.metrics.items()}
     parts = []
     if "decode_tok_s" in m:
         parts.append(f"decode {m['decode_tok_s']:.1f} tok/s")
     if "ttft_ms" in m:
         parts.append(f"TTFT {m['ttft_ms']:.0f} ms")
-    if "prefill_tok_s" in m:
+    if "prefill_tok_s" in m and not short:
         parts.append(f"prefill {m['prefill_tok_s']:.0f} tok/s")
     if not parts:
         parts = [f"{k} {v:.2f}" for k, v in list(m.items())[:3]]

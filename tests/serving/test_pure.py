@@ -66,3 +66,32 @@ def test_admission_runs_queues_then_refuses() -> None:
         assert (gate.running, gate.waiting, gate.rejected) == (1, 0, 1)
 
     asyncio.run(scenario())
+
+
+def test_request_params_fall_back_to_the_bundle_defaults() -> None:
+    from edge_agent.errors import ContextLengthError
+    from edge_agent.serving.openai_types import CompletionRequest
+    from edge_agent.serving.translate import generation_params
+
+    defaults = GenerationDefaults(max_length=100, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
+    req = CompletionRequest(model="m", prompt="x", stop="\n", seed=2**40 + 5)
+    p = generation_params(req, defaults, adapter="a", prompt_tokens=30, context_length=512)
+    assert (p.temperature, p.top_p, p.repetition_penalty) == (0.8, 0.9, 1.2)
+    assert p.max_new_tokens == 70  # the bundle's max_length bounds prompt + answer
+    assert (p.stop, p.adapter, p.seed) == (("\n",), "a", 5)
+    greedy = generation_params(
+        CompletionRequest(model="m", prompt="x", temperature=0, max_tokens=70),
+        defaults,
+        adapter=None,
+        prompt_tokens=30,
+        context_length=512,
+    )
+    assert (greedy.temperature, greedy.max_new_tokens) == (0.0, 70)
+    with pytest.raises(ContextLengthError):
+        generation_params(
+            CompletionRequest(model="m", prompt="x", max_tokens=71),
+            defaults,
+            adapter=None,
+            prompt_tokens=30,
+            context_length=512,
+        )

@@ -11,6 +11,10 @@ paths alternate repetition by repetition so that drift in the machine's load hit
 decode tok/s = (generated tokens - 1) / (time of the last token - time of the first token); on the API
 path the times are those at which the client received the first and the last text chunk, and the
 token count is the server's `usage.completion_tokens`.
+
+On a shared or busy machine wall-clock rates drift; the CPU time each path spends per generated token
+(this process for the direct path; the server process, and this client, for the API path) is printed
+beside them, as a figure of the API's own cost that load does not move much.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import onnxruntime_genai as og
+import psutil
 
 from edge_agent.bench_metrics import percentile
 
@@ -123,19 +128,39 @@ def main(argv: list[str] | None = None) -> None:
     name = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
     direct: list[float] = []
     api: list[float] = []
+    cpu_ms: dict[str, list[float]] = {"direct": [], "server": [], "client": []}
+    server_proc = psutil.Process(server.pid)
+
+    def server_cpu() -> float:
+        t = server_proc.cpu_times()
+        return t.user + t.system
+
+    def run_direct() -> None:
+        c0 = time.process_time()
+        direct.append(direct_decode_tok_s(model, tokenizer, prompt_ids, args.tokens))
+        cpu_ms["direct"].append((time.process_time() - c0) * 1000 / args.tokens)
+
+    def run_api(client: httpx.Client) -> None:
+        c0, s0 = time.process_time(), server_cpu()
+        api.append(api_decode_tok_s(client, url, name, args.tokens))
+        cpu_ms["server"].append((server_cpu() - s0) * 1000 / args.tokens)
+        cpu_ms["client"].append((time.process_time() - c0) * 1000 / args.tokens)
+
     try:
         with httpx.Client(timeout=300) as client:
             for _ in range(args.warmup):
                 direct_decode_tok_s(model, tokenizer, prompt_ids, args.tokens)
                 api_decode_tok_s(client, url, name, args.tokens)
             for rep in range(args.reps):
-                pair = [
-                    lambda: direct.append(direct_decode_tok_s(model, tokenizer, prompt_ids, args.tokens)),
-                    lambda: api.append(api_decode_tok_s(client, url, name, args.tokens)),
-                ]
+                pair = [run_direct, lambda: run_api(client)]
                 for run in pair if rep % 2 == 0 else reversed(pair):
                     run()
-                print(f"rep {rep + 1}: direct {direct[-1]:7.1f} tok/s   api {api[-1]:7.1f} tok/s", flush=True)
+                print(
+                    f"rep {rep + 1}: direct {direct[-1]:7.1f} tok/s   api {api[-1]:7.1f} tok/s   "
+                    f"CPU ms/token: direct {cpu_ms['direct'][-1]:.2f}, server {cpu_ms['server'][-1]:.2f}, "
+                    f"client {cpu_ms['client'][-1]:.2f}",
+                    flush=True,
+                )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -154,10 +179,17 @@ def main(argv: list[str] | None = None) -> None:
         "api_median": a,
         "ratio_of_medians": a / d,
         "median_of_paired_ratios": percentile(ratios, 50),
+        "cpu_ms_per_token": cpu_ms,
+        "cpu_ms_per_token_median": {k: percentile(v, 50) for k, v in cpu_ms.items()},
     }
     print(
         f"decode tok/s, median of {args.reps}: direct {d:.1f}, API (streaming) {a:.1f}; "
         f"API/direct {a / d:.3f} (median of paired ratios {result['median_of_paired_ratios']:.3f})"
+    )
+    cpu = result["cpu_ms_per_token_median"]
+    print(
+        f"CPU ms per token, median: direct {cpu['direct']:.2f}; API server {cpu['server']:.2f} "
+        f"({cpu['server'] / cpu['direct'] - 1:+.1%}), client {cpu['client']:.2f}"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from build_side.convert import TARGETS, load_variants, parse_variant
+from build_side.quality import available_providers
 from edge_agent.errors import ConvertError
 from tests.conftest import cli
 
@@ -17,18 +18,34 @@ def test_cli_builds_variants_with_int4_options_and_prints_quality(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "onnx"
-    args = ["convert", str(tiny_model_dir), "-v", "cpu-fp32", "-v", "cpu-int4", "-o", str(out)]
+    args = [
+        "convert",
+        str(tiny_model_dir),
+        "-v",
+        "cpu-fp32",
+        "-v",
+        "cpu-int4",
+        "-v",
+        "cuda-int4",
+        "-o",
+        str(out),
+    ]
     args += ["--block-size", "64", "--int8-lm-head", "--eval-tokens", "128", "--eval-window", "64"]
     proc = subprocess.run(cli("slmops", *args, "--json"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["id"]: r for r in json.loads(proc.stdout)}
-    assert set(records) == {"cpu-fp32", "cpu-int4"}
+    assert set(records) == {"cpu-fp32", "cpu-int4", "cuda-int4"}
     q = records["cpu-int4"]["quantization"]
     # read back from the built graph, not echoed from the flags
     assert (q["block_size"], q["lm_head_precision"], q["algorithm"]) == (64, "int8", "rtn")
     assert "quantization" not in records["cpu-fp32"]
-    for r in records.values():
-        assert r["eval"]["tokens"] == 126 and r["eval"]["reference"] == "cpu-fp32"
+    for vid in ("cpu-fp32", "cpu-int4"):
+        assert records[vid]["eval"]["tokens"] == 126 and records[vid]["eval"]["reference"] == "cpu-fp32"
+    # a GPU variant builds without the GPU; it is measured only where its provider exists
+    cuda = records["cuda-int4"]
+    assert cuda["device"] == "gpu" and cuda["execution_providers"] == ["CUDAExecutionProvider"]
+    if "CUDAExecutionProvider" not in available_providers():
+        assert "eval" not in cuda and "CUDAExecutionProvider" in cuda["eval_note"]
     assert (out / "cpu-int4" / "model.onnx").is_file() and (out / "cpu-int4.variant.json").is_file()
     assert "Reading layer" in (out / "convert.log").read_text()  # the builder's output went to the log
     assert "Reading layer" not in proc.stdout + proc.stderr

@@ -126,8 +126,9 @@ class VariantSpec(BaseModel):
             opts["accuracy_level"] = str(self.accuracy_level)
         if self.symmetric is not None:
             opts["is_symmetric"] = str(self.symmetric).lower()
-        if self.algorithm is not None or self.int8_lm_head:
-            # the builder's "default" method ignores mixed precision, so an int8 head implies rtn
+        if self.algorithm is not None or self.int8_lm_head or self.symmetric is False:
+            # The builder's "default" method ignores mixed precision (an int8 head implies rtn), and
+            # with tied embeddings it writes an invalid graph when asymmetric (onnxruntime-genai 0.18).
             opts["algo_config"] = self.algorithm or "rtn"
         if self.int8_lm_head:
             # with tied embeddings the embedding shares the head's weights, so it becomes int8 too

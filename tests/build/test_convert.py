@@ -30,14 +30,28 @@ def test_cli_builds_variants_with_int4_options_and_prints_quality(
         "-o",
         str(out),
     ]
-    args += ["--block-size", "64", "--int8-lm-head", "--eval-tokens", "128", "--eval-window", "64"]
+    args += [
+        "--block-size",
+        "64",
+        "--asymmetric",
+        "--int8-lm-head",
+        "--eval-tokens",
+        "128",
+        "--eval-window",
+        "64",
+    ]
     proc = subprocess.run(cli("slmops", *args, "--json"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["id"]: r for r in json.loads(proc.stdout)}
     assert set(records) == {"cpu-fp32", "cpu-int4", "cuda-int4"}
     q = records["cpu-int4"]["quantization"]
     # read back from the built graph, not echoed from the flags
-    assert (q["block_size"], q["lm_head_precision"], q["algorithm"]) == (64, "int8", "rtn")
+    assert (q["block_size"], q["lm_head_precision"], q["algorithm"], q["symmetric"]) == (
+        64,
+        "int8",
+        "rtn",
+        False,
+    )
     assert "quantization" not in records["cpu-fp32"]
     for vid in ("cpu-fp32", "cpu-int4"):
         assert records[vid]["eval"]["tokens"] == 126 and records[vid]["eval"]["reference"] == "cpu-fp32"

@@ -21,25 +21,17 @@ def test_cli_builds_variants_with_int4_options_and_prints_quality(
     args = [
         "convert",
         str(tiny_model_dir),
+        "-o",
+        str(out),
         "-v",
         "cpu-fp32",
         "-v",
         "cpu-int4",
         "-v",
         "cuda-int4",
-        "-o",
-        str(out),
     ]
-    args += [
-        "--block-size",
-        "64",
-        "--asymmetric",
-        "--int8-lm-head",
-        "--eval-tokens",
-        "128",
-        "--eval-window",
-        "64",
-    ]
+    args += ["--block-size", "16", "--asymmetric", "--int8-lm-head"]  # fmt: skip
+    args += ["--eval-tokens", "128", "--eval-window", "64"]
     proc = subprocess.run(cli("slmops", *args, "--json"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["id"]: r for r in json.loads(proc.stdout)}
@@ -47,7 +39,7 @@ def test_cli_builds_variants_with_int4_options_and_prints_quality(
     q = records["cpu-int4"]["quantization"]
     # read back from the built graph, not echoed from the flags
     assert (q["block_size"], q["lm_head_precision"], q["algorithm"], q["symmetric"]) == (
-        64,
+        16,
         "int8",
         "rtn",
         False,

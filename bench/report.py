@@ -104,8 +104,20 @@ def cells(r: dict[str, object]) -> list[str]:
     return out
 
 
+def bandwidth_note(records: Sequence[BenchRecord]) -> str | None:
+    """One line naming the bandwidth the decode bound was computed from."""
+    for r in records:
+        bw = r.metrics.get("mem_bandwidth_gb_s")
+        if bw:
+            return (
+                f"decode bound = memory bandwidth {bw.median:.1f} GB/s (numpy copy, median of "
+                f"{len(bw.samples)}, {r.meta.threads or 1} threads) / weight bytes read per token"
+            )
+    return None
+
+
 def table(records: Sequence[BenchRecord], title: str = "bench compare") -> Table:
-    t = Table(title=title)
+    t = Table(title=title, caption=bandwidth_note(records))
     for _, header, _ in COLUMNS:
         t.add_column(header, justify="left" if header in ("case", "scenario") else "right")
     for r in rows(records):
@@ -141,7 +153,8 @@ def to_markdown(records: Sequence[BenchRecord]) -> str:
         else:
             line = cells(r)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |")
-    return "\n".join(lines) + "\n"
+    note = bandwidth_note(records)
+    return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")
 
 
 def render(records: Sequence[BenchRecord], fmt_name: str) -> str:

@@ -215,3 +215,122 @@ def train_cmd(
         console.print(
             f"student after {trained.steps} steps, val loss {trained.val_loss:.4f} -> {trained.student_dir}"
         )
+
+
+def _print_report(report: dict) -> None:
+    t, s = report["teacher"], report["student"]
+    rows = []
+    for engine in t["speed"]:
+        ts, ss = t["speed"][engine], s["speed"][engine]
+        rows += [
+            [f"decode tok/s ({engine})", f"{ts['decode_tok_s']:.1f}", f"{ss['decode_tok_s']:.1f}"],
+            [f"TTFT ms ({engine})", f"{ts['ttft_ms']:.0f}", f"{ss['ttft_ms']:.0f}"],
+            [f"model memory MB ({engine})", f"{ts['model_rss_mb']:.0f}", f"{ss['model_rss_mb']:.0f}"],
+        ]
+    ht = report["quality"]["heldout_text"]
+    rows.append(
+        ["perplexity, held-out text", f"{ht['teacher_perplexity']:.2f}", f"{ht['student_perplexity']:.2f}"]
+    )
+    if "task" in t:
+        rows.append(
+            [
+                "task score",
+                f"{t['task']['correct']}/{t['task']['total']}",
+                f"{s['task']['correct']}/{s['task']['total']}",
+            ]
+        )
+    console.print(table("teacher against student", ["", "teacher", "student"], rows))
+    console.print(f"[bold]{report['headline']}[/bold]")
+
+
+@distill_app.command("report")
+def report_cmd(
+    teacher: str = typer.Option(..., "--teacher", help="The teacher model source."),
+    student: Path = typer.Option(..., "--student", help="The student's Hugging Face folder.", exists=True),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.json and report.png."),
+    data: Path = typer.Option(
+        None, "--data", help="The teacher's JSONL, for the held-out prompts.", exists=True
+    ),
+    train_dir: Path = typer.Option(
+        None, "--train-dir", help="The training output folder (held-out ids, loss curve).", exists=True
+    ),
+    heldout_text: Path = typer.Option(
+        None, help="Plain text for perplexity (default manifests/eval/heldout.txt)."
+    ),
+    task: Path = typer.Option(None, help='JSONL of {"question", "answers"} for a task score.'),
+    onnx_variant: str = typer.Option(
+        "cpu-int4", help="Also convert both to this variant and measure them ('' = skip)."
+    ),
+    teacher_onnx: Path = typer.Option(None, help="An already converted teacher variant folder."),
+    student_onnx: Path = typer.Option(None, help="An already converted student variant folder."),
+    new_tokens: int = typer.Option(32, help="Fixed number of generated tokens per timed run."),
+    repeats: int = typer.Option(2, help="Timed runs per prompt, after a warm-up."),
+    threads: int = typer.Option(None, help="Threads for every model (torch and onnxruntime)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Compare teacher and student: perplexity, top-1 agreement and KL, task score, decode tok/s, TTFT,
+    memory (each model in its own process) and size, with the retention line
+    ("inference time -X%, memory -Y%, Z% of accuracy kept"). Writes report.md, report.json, report.png."""
+    import json
+
+    from build_side.distill.config import ReportSettings
+    from build_side.distill.records import read_records
+    from build_side.distill.report import build_report
+    from build_side.sources import prepare
+
+    settings = ReportSettings(
+        heldout_text=str(heldout_text) if heldout_text else None,
+        task=str(task) if task else None,
+        onnx_variant=onnx_variant or None,
+        speed_new_tokens=new_tokens,
+        speed_repeats=repeats,
+        threads=threads,
+    )
+    heldout = []
+    if data and train_dir:
+        val_ids = set(json.loads((train_dir / "distill_config.json").read_text()).get("val_ids", []))
+        heldout = [r for r in read_records(data) if r.id in val_ids]
+    with console.status(f"preparing {teacher} ..."):
+        teacher_dir = prepare(teacher).path
+    say = (lambda m: None) if json_out else console.print
+    report = build_report(
+        teacher_dir, student, out, settings, heldout, train_dir, teacher_onnx, student_onnx, say=say
+    )
+    if json_out:
+        print_json(report)
+    else:
+        _print_report(report)
+        console.print(f"report -> {out}/report.md, report.json, report.png")
+
+
+@distill_app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(
+        ..., help="A recipe YAML with `source:` and a `distill:` section.", exists=True
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output folder (default: the recipe's work_dir + /distill)."
+    ),
+) -> None:
+    """Run a recipe's whole distillation: generate, validate, train, report. Resumable: run it again
+    after an interruption. The student (OUT/student) then goes through `slmops convert` and `bundle`,
+    or run the full recipe with `slmops pipeline run`."""
+    from build_side.distill.recipe import load_recipe, run_from_recipe
+    from build_side.sources import prepare
+
+    doc, section = load_recipe(recipe)
+    out = out or Path(doc.get("work_dir", f"work/{recipe.stem}")) / "distill"
+    source = doc.get("source") or section.teacher
+    if not source:
+        from edge_agent.errors import DistillError
+
+        raise DistillError(f"{recipe}: name the teacher with `source:` or `distill.teacher`")
+    with console.status(f"preparing {source} ..."):
+        base = prepare(source).path
+    student = run_from_recipe(section, base, out, recipe_dir=recipe.parent, say=console.print)
+    report = out / "report" / "report.json"
+    if report.exists():
+        import json
+
+        _print_report(json.loads(report.read_text()))
+    console.print(f"student -> {student}")

@@ -98,6 +98,9 @@ class ReportSettings(_Settings):
     speed_new_tokens: int = Field(32, ge=2)  # fixed output length for decode timing
     speed_repeats: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)
+    onnx_variant: str | None = (
+        "cpu-int4"  # also convert both and measure them in onnxruntime-genai; None = skip
+    )
 
 
 class DistillRecipe(_Settings):

@@ -66,16 +66,18 @@ def run_from_recipe(
     section: dict[str, Any] | DistillRecipe,
     base_model_dir: Path,
     out_dir: Path,
+    recipe_dir: Path | None = None,
     say: Say = print,
     progress: bool = True,
 ) -> Path:
-    """Distil the recipe's teacher (default: `base_model_dir`) into a student; returns its HF folder."""
+    """Distil the recipe's teacher (default: `base_model_dir`) into a student; returns its HF folder.
+    Relative paths in the section start at `recipe_dir` (the recipe file's folder)."""
     from build_side.distill.generate import generate_records
     from build_side.distill.progress import bar
     from build_side.distill.teachers import TransformersTeacher
     from build_side.distill.train import train
 
-    recipe = parse_section(section)
+    recipe = parse_section(section, base_dir=recipe_dir)
     out_dir = Path(out_dir)
     data_file = out_dir / "data" / "teacher.jsonl"
 
@@ -115,9 +117,14 @@ def run_from_recipe(
     with bar("student learning", cfg.max_steps, enabled=progress) as advance:
         trained = train(result.kept, teacher_dir, recipe.student, cfg, out_dir / "train", context, advance)
     student_dir = out_dir / "student"
-    if student_dir.exists():
-        shutil.rmtree(student_dir)
-    shutil.copytree(trained.student_dir, student_dir)
+    stamp = "distill_config.json"
+    if (
+        not (student_dir / stamp).is_file()
+        or (student_dir / stamp).read_text() != (trained.student_dir / stamp).read_text()
+    ):
+        if student_dir.exists():
+            shutil.rmtree(student_dir)
+        shutil.copytree(trained.student_dir, student_dir)
     say(f"stage 2 done: val loss {trained.val_loss:.4f} -> {student_dir}")
 
     # ---- stage 3: teacher against student

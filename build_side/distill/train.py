@@ -106,6 +106,9 @@ def train(
     train_ex = [encode_record(tokenizer, r, cfg.max_seq_len) for r in train_records]
     val_ex = [encode_record(tokenizer, r, cfg.max_seq_len) for r in val_records]
     val_set = val_batches(val_ex, cfg.batch_size, cfg.eval_batches)
+    done = _finished_run(out_dir, cfg, student_spec, [r.id for r in val_records], len(train_ex))
+    if done is not None:  # the same run already finished: nothing to redo
+        return done
 
     # ---- models: the teacher is frozen and only predicts; the student is what the optimizer moves
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval().requires_grad_(False)
@@ -227,6 +230,27 @@ def train(
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()
     return TrainResult(student_dir, step, val["loss"], finished=True)
+
+
+def _finished_run(
+    out_dir: Path, cfg: TrainSettings, spec: StudentSpec, val_ids: list[str], n_train: int
+) -> TrainResult | None:
+    """The result of an earlier call that finished with the same settings and data, if any."""
+    try:
+        saved = json.loads((out_dir / "distill_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = (
+        saved.get("train") == cfg.model_dump()
+        and all(saved.get("student", {}).get(k) == v for k, v in spec.model_dump().items())
+        and saved.get("val_ids") == val_ids
+        and saved.get("records", {}).get("train") == n_train
+    )
+    if not same or "final" not in saved or not (out_dir / "student" / "config.json").is_file():
+        return None
+    return TrainResult(
+        out_dir / "student", saved["final"]["step"], saved["final"]["val"]["loss"], finished=True
+    )
 
 
 def _check_same_run(saved: dict[str, Any], cfg: TrainSettings) -> None:

@@ -237,46 +237,61 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+class _OutputReader:
+    """Turns the builder child's output into log lines and progress events."""
+
+    def __init__(self, layers: int, progress: ProgressFn | None) -> None:
+        self.layers, self.total, self.progress = layers, layers + 4, progress
+        self.current: str | None = None
+        self.failure: str | None = None
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        *lines, self.pending = re.split(rb"[\r\n]", self.pending)  # tqdm redraws with \r
+        for raw in lines:
+            self.line(raw.decode(errors="replace").strip())
+
+    def line(self, line: str) -> None:
+        if line.startswith(EVENT_PREFIX):
+            event = json.loads(line[len(EVENT_PREFIX) :])
+            self.current = event["id"]
+            if event["event"] == "error":
+                self.failure = event["message"]
+            step, done = event["event"], (self.total if event["event"] == "done" else 0)
+        elif self.current and (m := _LAYER.match(line)):
+            step, done = f"layer {int(m.group(1)) + 1}/{self.layers}", int(m.group(1)) + 1
+        elif self.current and (prefix := next((p for p in _STEPS if line.startswith(p)), None)):
+            step, done = prefix.lower(), self.layers + _STEPS[prefix]
+        else:
+            return
+        if self.progress and self.current:
+            self.progress(BuildProgress(self.current, step, done, self.total))
+
+
 def _run_worker(job: dict, log_path: Path, layers: int, progress: ProgressFn | None) -> None:
     """Run the builder child, stream its output into the log, raise on the first failure."""
-    total = layers + 4
-    current: str | None = None
-    failure: str | None = None
+    reader = _OutputReader(layers, progress)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(job, fh)
     cmd = [sys.executable, "-m", "build_side.builder_worker", fh.name]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_worker_env())
+    assert proc.stdout is not None
     try:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_worker_env())
-            assert proc.stdout is not None
-            pending = b""
             while chunk := proc.stdout.read1(1 << 16):
                 log.write(chunk)
-                pending += chunk
-                *lines, pending = re.split(rb"[\r\n]", pending)
-                for raw in lines:
-                    line = raw.decode(errors="replace").strip()
-                    if line.startswith(EVENT_PREFIX):
-                        event = json.loads(line[len(EVENT_PREFIX) :])
-                        current = event["id"]
-                        if event["event"] == "error":
-                            failure = event["message"]
-                        step, done = event["event"], (total if event["event"] == "done" else 0)
-                    elif current and (m := _LAYER.match(line)):
-                        step, done = f"layer {int(m.group(1)) + 1}/{layers}", int(m.group(1)) + 1
-                    elif current and (prefix := next((p for p in _STEPS if line.startswith(p)), None)):
-                        step, done = prefix.lower(), layers + _STEPS[prefix]
-                    else:
-                        continue
-                    if progress and current:
-                        progress(BuildProgress(current, step, done, total))
-            code = proc.wait()
+                reader.feed(chunk)
+        code = proc.wait()
     finally:
+        if proc.poll() is None:  # interrupted: never leave the builder running
+            proc.kill()
+            proc.wait()
         os.unlink(fh.name)
-    if code != 0 or failure:
+    if code != 0 or reader.failure:
+        where = f" on {reader.current}" if reader.current else ""
         raise ConvertError(
-            f"the model builder failed{f' on {current}' if current else ''}: {failure or f'exit status {code}'}"
-            f" (full output in {log_path})"
+            f"the model builder failed{where}: {reader.failure or f'exit status {code}'} (full output in {log_path})"
         )
 
 

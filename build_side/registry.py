@@ -107,6 +107,11 @@ def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle_dir / rel, staging / rel)
             os.rename(staging, target)  # atomic; fails if another publisher won the race
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if target.exists():
+                raise PublishConflictError(f"{m.ref} appeared in {root} while publishing") from exc
+            raise RegistryError(f"cannot write {target}: {exc}") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -65,6 +65,14 @@ class BundleResult:
     manifest_sha256: str
 
 
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A hidden temporary folder that will be renamed into place, readable like any other folder
+    (mkdtemp's 0700 would make a published bundle unreadable to the web server)."""
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(work, 0o755)
+    return work
+
+
 def _chat_renderer(variant_dir: Path) -> Callable[[list[dict[str, str]], bool], str] | None:
     """Render the variant's chat template as transformers does (sandboxed jinja, trimmed blocks),
     without loading transformers: bundling stays fast."""
@@ -191,7 +199,7 @@ def assemble(
         source = source.model_copy(update={"recipe": recipe[0], "recipe_sha256": recipe[1]})
     final = Path(out_root) / settings.name / settings.version
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{settings.version}-"))
+    work = staging_dir(final.parent, f".{settings.version}-")
     try:
         defaults = settings.generation_defaults
         for record in records:

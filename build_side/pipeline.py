@@ -289,7 +289,7 @@ def run_pipeline(
         version=b.version,
         description=b.description,
         task=b.task,
-        variants=b.variants,
+        variants=b.variants or ids,  # the recipe's order, not the folder's
         generation_defaults=b.generation_defaults,
         adapters=adapters_files,
     )

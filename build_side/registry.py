@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
+from build_side.bundle import staging_dir
 from edge_agent.bundle_check import MANIFEST, SIGNATURE, describe_validation_error, verify_bundle
 from edge_agent.contracts import IndexEntry, RegistryIndex
 from edge_agent.errors import BundleError, PublishConflictError, RegistryError, SignatureError
@@ -101,7 +101,7 @@ def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
             write_index(root, key)
             return PublishResult(m.ref, target, digest, published=False)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{m.version}-"))
+        staging = staging_dir(target.parent, f".{m.version}-")
         try:
             for rel in [*(f.path for f in m.all_files()), MANIFEST, SIGNATURE]:
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)

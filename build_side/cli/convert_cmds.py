@@ -69,6 +69,7 @@ def describe_quantization(record) -> str:
         return record.precision
     parts = [record.precision, q.algorithm or "", f"b{q.block_size}" if q.block_size else ""]
     parts.append(f"acc{q.accuracy_level}" if q.accuracy_level is not None else "")
+    parts.append("asym" if q.symmetric is False else "")
     if q.lm_head_precision and q.lm_head_precision != record.precision:
         parts.append(f"head:{q.lm_head_precision}")
     return " ".join(p for p in parts if p)

@@ -63,6 +63,7 @@ def test_publish_is_atomic_idempotent_and_refuses_a_changed_version(
     bundle = make_bundle("1.0.0")
     first = publish(bundle, registry, signing_key)
     assert first.published and (registry / "bundles/tiny-chat/1.0.0/manifest.json").is_file()
+    assert (registry / "bundles/tiny-chat/1.0.0").stat().st_mode & 0o055 == 0o055  # a web server can read it
     index_before = (registry / "index.json").read_bytes()
     again = publish(bundle, registry, signing_key)
     assert not again.published and (registry / "index.json").read_bytes() == index_before

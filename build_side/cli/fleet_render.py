@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from rich import box
 from rich.table import Table
 
 from build_side.fleet.rollout import RolloutReport
@@ -57,21 +58,36 @@ def event_line(event: Event) -> str:
     return "  ".join(x for x in parts if x)
 
 
+def bench_cell(record: BenchRecord, active_variant: str | None) -> str:
+    """Two short lines (decode speed, TTFT); the variant only when it is not the active one."""
+    m = {k: v.median for k, v in record.metrics.items()}
+    lines = []
+    if record.variant != active_variant:
+        lines.append(record.variant)
+    if "decode_tok_s" in m:
+        lines.append(f"{m['decode_tok_s']:.1f} tok/s")
+    if "ttft_ms" in m:
+        lines.append(f"TTFT {m['ttft_ms']:.0f} ms")
+    if record.error:
+        lines.append("error")
+    return "\n".join(lines) or bench_line(record, short=True)
+
+
 def status_table(snap: FleetSnapshot) -> Table:
-    t = Table(title=f"fleet {snap.fleet}: {len(snap.devices)} devices", show_lines=False)
-    for col in (
-        "device",
-        "online",
-        "fleet",
-        "groups",
-        "active",
-        "variant",
-        "provider",
-        "last event",
-        "last bench",
-        "last seen",
+    """One row per device. The fleet is in the title (every row belongs to it; --json has it per device)."""
+    t = Table(title=f"fleet {snap.fleet}: {len(snap.devices)} devices", box=box.SIMPLE_HEAD)
+    for col, min_width in (
+        ("device", None),
+        ("online", None),
+        ("groups", 6),
+        ("active", 16),
+        ("variant", None),
+        ("EP", None),
+        ("last event", 11),
+        ("last bench", 10),
+        ("seen", None),
     ):
-        t.add_column(col, overflow="fold", no_wrap=col in ("device", "active", "variant", "last seen"))
+        t.add_column(col, overflow="fold", min_width=min_width, no_wrap=min_width is None)
     for device in sorted(snap.devices):
         v = snap.devices[device]
         r = v.reported
@@ -79,24 +95,22 @@ def status_table(snap: FleetSnapshot) -> Table:
         online = {True: "[green]online[/]", False: "[red]offline[/]", None: "?"}[v.online]
         if v.last_event:
             e = v.last_event
-            last = f"{e.state}" + (f" ({e.error.code})" if e.error else "")
+            last = f"{e.state}" + (f"\n{e.error.code}" if e.error else "")
             if e.bundle and (not a or e.bundle != a.bundle):
-                last += f" {e.bundle}"
+                last += f"\n{e.bundle}"
         elif r and r.last_state:
-            last = f"{r.last_state}" + (f" ({r.last_error.code})" if r.last_error else "")
+            last = f"{r.last_state}" + (f"\n{r.last_error.code}" if r.last_error else "")
         else:
             last = ""
-        bench = f"{v.last_bench.variant}: {bench_line(v.last_bench, short=True)}" if v.last_bench else ""
         t.add_row(
             device,
             online,
-            r.fleet if r else snap.fleet,
-            ",".join(v.groups),
+            ", ".join(v.groups),
             a.bundle if a else "-",
             a.variant if a else "",
             short_provider(a.provider) if a else "",
             last,
-            bench,
+            bench_cell(v.last_bench, a.variant if a else None) if v.last_bench else "",
             "now" if v.online else ago(v.last_seen),
         )
     return t

@@ -66,7 +66,7 @@ def test_watch_dedupes_events_records_bench_and_status_shows_it(
     assert rows["dev-a"]["desired_revision"] == pub.state.revision
 
     table = slmops("fleet", "status", *common)
-    assert "dev-a" in table and "offline" in table and "decode 42.0 tok/s" in table
+    assert "dev-a" in table and "offline" in table and "42.0 tok/s" in table and "TTFT 35 ms" in table
 
     events = [json.loads(line) for line in slmops("fleet", "events", "--json", *common).splitlines()]
     assert [e["seq"] for e in events] == list(range(6))

@@ -125,22 +125,24 @@ METRICS = [
 
 
 def bench_table(rows: list[tuple[str, BenchRecord]]) -> Table:
-    t = Table(title="bench records from devices (medians)")
-    for col in ("device", "model", "variant", "provider", "scenario", *(m[1] for m in METRICS)):
-        t.add_column(col)
-    t.add_column("peak RSS MB")
-    t.add_column("time")
+    t = Table(title="bench records from devices (medians)", box=box.SIMPLE_HEAD)
+    for col in ("device", "model", "variant", "EP", "scenario"):
+        t.add_column(col, no_wrap=True)
+    for _, label in METRICS:
+        t.add_column(label, justify="right")
+    t.add_column("peak RSS MB", justify="right")
+    t.add_column("measured", no_wrap=True)
     for device, rec in rows:
         figures = [f"{rec.metrics[k].median:.1f}" if k in rec.metrics else "" for k, _ in METRICS]
         t.add_row(
             device,
             rec.model,
             rec.variant,
-            rec.provider,
+            short_provider(rec.provider),
             rec.scenario,
             *figures,
             f"{rec.peak_rss_mb:.0f}" if rec.peak_rss_mb else "",
-            rec.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            rec.time.astimezone().strftime("%m-%d %H:%M"),
         )
     return t
 

@@ -30,7 +30,9 @@ SlmopsError
     ├── RecipeError              a pipeline recipe is invalid (names the key and the line)
     ├── StageUnavailableError    a pipeline stage whose module is not installed
     ├── PublishConflictError     name@version is already published with different content
-    └── RegistryError            a registry that cannot be read or written
+    ├── RegistryError            a registry that cannot be read or written
+    ├── DataError                a training record that cannot be used (names the file, line and field)
+    └── TrainingError            a fine-tuning run that cannot start or go on (method, checkpoint, export)
 """
 
 from __future__ import annotations
@@ -181,6 +183,19 @@ class RegistryError(BuildError):
     pass
 
 
+class DataError(BuildError):
+    """A training record that cannot be used; the message says where: `file:line: field: problem`."""
+
+    def __init__(self, file: str | Path, line: int | None, field: str | None, problem: str) -> None:
+        self.file, self.line, self.field, self.problem = str(file), line, field, problem
+        where = f"{file}:{line}" if line is not None else str(file)
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+class TrainingError(BuildError):
+    pass
+
+
 __all__ = [
     "BuildError",
     "BundleError",
@@ -189,6 +204,7 @@ __all__ = [
     "ContextLengthError",
     "ContractError",
     "ConvertError",
+    "DataError",
     "DeployError",
     "DiskFullError",
     "DistillError",
@@ -211,6 +227,7 @@ __all__ = [
     "SlmopsError",
     "SourceError",
     "StageUnavailableError",
+    "TrainingError",
     "UnknownAdapterError",
     "UnknownModelError",
 ]

@@ -1,9 +1,337 @@
-"""Commands for this stage register here (not yet built)."""
+"""`slmops finetune` (train LoRA / QLoRA / full, or search) and `slmops adapters` (ONNX export, try)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from build_side.cli.output import console, err_console, print_json, table
+
+SOURCE_HELP = (
+    "Base model: a Hugging Face folder, a GGUF file, a hub id or a named source (default: the recipe's)."
+)
+
+adapters_app = typer.Typer(
+    help="LoRA adapters for ONNX Runtime: export several onto one base, try them with onnxruntime-genai.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register yet."""
+    app.command("finetune")(finetune)
+    app.add_typer(adapters_app, name="adapters")
+
+
+def _flag_overrides(**flags: Any) -> dict[str, Any]:
+    """Flags the user gave -> a nested settings dict (dotted names become levels)."""
+    out: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def finetune(
+    source: str | None = typer.Argument(None, help=SOURCE_HELP),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="A recipe YAML; its `finetune` section is used."
+    ),
+    adapter: list[str] | None = typer.Option(
+        None, "--adapter", help="Train only this adapter of the recipe (repeat)."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Training data: JSON/JSONL {input, output} or {messages}."
+    ),
+    val_data: Path | None = typer.Option(
+        None, "--val-data", help="Validation data (default: split off --data)."
+    ),
+    val_fraction: float | None = typer.Option(None, help="Share held out for validation (default 0.15)."),
+    label_field: str | None = typer.Option(
+        None, help="Field with a label: stratified split, accuracy (default 'label')."
+    ),
+    system: str | None = typer.Option(None, help="System prompt of every example."),
+    prompt: str | None = typer.Option(None, "--prompt-template", help="User turn with {field} placeholders."),
+    response: str | None = typer.Option(
+        None, "--response-template", help="Answer with {field} placeholders."
+    ),
+    chat: bool | None = typer.Option(None, "--chat/--no-chat", help="Use the model's chat template."),
+    max_length: int | None = typer.Option(None, help="Most tokens per example."),
+    name: str | None = typer.Option(None, help="Adapter name (lowercase, digits, dashes)."),
+    method: str | None = typer.Option(None, help="lora, qlora (4-bit base, CUDA + bitsandbytes) or full."),
+    r: int | None = typer.Option(None, "--r", help="LoRA rank."),
+    alpha: float | None = typer.Option(None, help="LoRA alpha (the update is scaled by alpha/r)."),
+    dropout: float | None = typer.Option(None, help="LoRA dropout."),
+    target_modules: str | None = typer.Option(None, help="Comma-separated module names, e.g. q_proj,v_proj."),
+    layers: str | None = typer.Option(None, help="Only these layers get LoRA, e.g. 15-29."),
+    epochs: float | None = typer.Option(None),
+    max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
+    batch_size: int | None = typer.Option(None),
+    grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (cosine schedule with warm-up)."),
+    warmup_ratio: float | None = typer.Option(None),
+    gradient_checkpointing: bool | None = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing"
+    ),
+    eval_every: int | None = typer.Option(None, help="Steps between validations (default: once an epoch)."),
+    patience: int | None = typer.Option(None, help="Validations without improvement before stopping."),
+    seed: int | None = typer.Option(None),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    metric: str | None = typer.Option(None, help="auto, accuracy, exact_match or perplexity."),
+    max_new_tokens: int | None = typer.Option(None, help="Answer length when scoring."),
+    merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Also write the merged full model."),
+    out: Path = typer.Option(
+        Path("work/finetune"), "--out", "-o", help="Output folder (one sub-folder per adapter)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint in the output folder."
+    ),
+    stop_after: int | None = typer.Option(
+        None,
+        "--stop-after",
+        help="End this session after N steps with a checkpoint (continue with --resume).",
+    ),
+    search_trials: int | None = typer.Option(
+        None, "--search", help="Random search: N trials over learning rate, LoRA rank and batch size."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Fine-tune a model with LoRA, QLoRA or all of its weights, scored before and after.
+
+    Either a recipe (`--recipe`, several adapters on one base) or a data file (`--data`); flags
+    override the recipe's settings for every adapter. Each adapter's folder gets the best weights
+    (adapter/ or model/), checkpoints/ for --resume, and finetune.json with the resolved config,
+    the scores before and after, and the loss history. Data: JSON or JSONL records, either
+    {input, output} (any fields, through --prompt-template / --response-template) or chat
+    {messages}; records with a `label` are split stratified and scored by accuracy.
+    """
+    import yaml
+
+    from build_side.finetune.recipe import configs_from_section
+    from build_side.sources import prepare
+    from edge_agent.errors import ContractError
+
+    section: dict[str, Any] = {}
+    recipe_dir = None
+    if recipe is not None:
+        try:
+            doc = yaml.safe_load(recipe.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ContractError(recipe, f"cannot read the recipe ({exc})") from exc
+        if not isinstance(doc, dict) or "finetune" not in doc:
+            raise ContractError(recipe, "has no `finetune` section")
+        section, recipe_dir = doc["finetune"], recipe.parent
+        source = source or doc.get("source")
+    if source is None:
+        raise ContractError("slmops finetune", "name a base model (SOURCE) or a recipe with a `source`")
+    if recipe is None and data is None:
+        raise ContractError("slmops finetune", "give --data FILE or --recipe FILE")
+    overrides = _flag_overrides(
+        name=name,
+        method=method,
+        merge=merge,
+        data__train=str(data) if data else None,
+        data__validation=str(val_data) if val_data else None,
+        data__val_fraction=val_fraction,
+        data__label_field=label_field,
+        data__max_length=max_length,
+        data__template__system=system,
+        data__template__prompt=prompt,
+        data__template__response=response,
+        data__template__chat=chat,
+        lora__r=r,
+        lora__alpha=alpha,
+        lora__dropout=dropout,
+        lora__target_modules=target_modules.split(",") if target_modules else None,
+        lora__layers=layers,
+        train__epochs=epochs,
+        train__max_steps=max_steps,
+        train__batch_size=batch_size,
+        train__grad_accum=grad_accum,
+        train__lr=lr,
+        train__warmup_ratio=warmup_ratio,
+        train__gradient_checkpointing=gradient_checkpointing,
+        train__eval_every=eval_every,
+        train__patience=patience,
+        train__seed=seed,
+        train__threads=threads,
+        eval__metric=metric,
+        eval__max_new_tokens=max_new_tokens,
+    )
+    configs = configs_from_section(section, recipe_dir, overrides=overrides)
+    if adapter:
+        unknown = set(adapter) - {c.name for c in configs}
+        if unknown:
+            raise ContractError(recipe or "slmops finetune", f"no adapter named {sorted(unknown)}")
+        configs = [c for c in configs if c.name in adapter]
+
+    with err_console.status(f"preparing {source} ..."):
+        base = prepare(source).path
+    if search_trials:
+        _run_search(configs, base, out, search_trials, quiet, json_out)
+        return
+
+    from build_side.finetune.trainer import finetune as run
+
+    results = [
+        run(c, base, out / c.name, resume=resume, stop_after=stop_after, progress=not quiet) for c in configs
+    ]
+    if json_out:
+        print_json([r.to_json() for r in results])
+        return
+    for res in results:
+        if res.interrupted:
+            console.print(f"{res.name}: stopped at step {res.steps}/{res.max_steps}; continue with --resume")
+            continue
+        console.print(_scores_table(res.name, res.before, res.after))
+        console.print(
+            f"{res.name}: {res.steps}/{res.max_steps} steps, best validation loss {res.best_val_loss} "
+            f"at step {res.best_step}{' (stopped early)' if res.stopped_early else ''}, "
+            f"{res.seconds:.0f}s ({res.cpu_seconds:.0f} CPU s) -> {res.artifact}"
+        )
+
+
+def _scores_table(name: str, before: dict[str, Any] | None, after: dict[str, Any] | None):
+    keys = [k for k in ("accuracy", "exact_match", "loss", "perplexity") if k in (after or before or {})]
+    rows = [[k, (before or {}).get(k, ""), (after or {}).get(k, "")] for k in keys]
+    n = (after or before or {}).get("examples", "?")
+    return table(f"{name}: validation ({n} examples)", ["metric", "before", "after"], rows)
+
+
+def _run_search(configs: list[Any], base: Path, out: Path, trials: int, quiet: bool, json_out: bool) -> None:
+    from build_side.finetune.search import search
+    from edge_agent.errors import ContractError
+
+    if len(configs) != 1:
+        raise ContractError(
+            "--search",
+            f"searches one adapter at a time; pick one with --adapter ({[c.name for c in configs]})",
+        )
+    config = configs[0]
+    done, best = search(config, base, out / config.name, trials, progress=not quiet)
+    rows = [t.row() for t in done]
+    if json_out:
+        print_json(
+            {"trials": rows, "best": {**best.row(), "before": best.result.before, "after": best.result.after}}
+        )
+        return
+    columns = list(rows[0])
+    body = [
+        [("* " if r["trial"] == best.number else "") + str(r["trial"]), *list(r.values())[1:]] for r in rows
+    ]
+    console.print(table(f"{config.name}: random search, {trials} trials (* best)", columns, body))
+    console.print(_scores_table(config.name, best.result.before, best.result.after))
+    console.print(f"best: trial {best.number} -> {out / config.name / best.result.artifact.name}")
+
+
+@adapters_app.command("export")
+def export(
+    source: str = typer.Argument(..., help="The base model the adapters were trained on. " + SOURCE_HELP),
+    adapters: list[str] = typer.Argument(
+        ..., help="NAME=PEFT_DIR for each adapter (a finetune output's adapter/)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: base/, adapters/, export.json."),
+    precision: str = typer.Option(
+        "int4", "--precision", "-p", help="fp32, fp16, int8 or int4: the base variant's."
+    ),
+    execution_provider: str = typer.Option("cpu", "--ep", help="Model builder execution provider."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export LoRA adapters as .onnx_adapter files over one ONNX base that has LoRA inputs.
+
+    The base answers as the plain model while no adapter is active; onnxruntime-genai activates an
+    adapter per generator (og.Adapters + Generator.set_active_adapter).
+    """
+    from build_side.finetune.export_adapters import export_adapters
+    from build_side.sources import prepare
+    from edge_agent.errors import ContractError
+
+    folders: dict[str, Path] = {}
+    descriptions: dict[str, dict[str, Any]] = {}
+    for item in adapters:
+        adapter_name, sep, folder = item.partition("=")
+        if not sep:
+            raise ContractError(item, "expected NAME=PEFT_DIR")
+        folders[adapter_name] = Path(folder)
+        descriptions[adapter_name] = _run_notes(Path(folder))
+    with err_console.status(f"preparing {source} ..."):
+        base = prepare(source).path
+    with err_console.status("building the ONNX base with LoRA inputs and writing the adapters ..."):
+        result = export_adapters(
+            base, folders, out, precision, execution_provider=execution_provider, descriptions=descriptions
+        )
+    if json_out:
+        print_json(
+            {
+                "base": str(result.base_dir),
+                "adapters": {k: str(v) for k, v in result.adapters.items()},
+                **result.info,
+            }
+        )
+        return
+    rows = [
+        [n, i["rank"], i["modules"], i["file"], i.get("trained_for", "")]
+        for n, i in result.info["adapters"].items()
+    ]
+    console.print(
+        table(
+            f"{out}: {precision} base with {result.info['lora_inputs']} LoRA inputs",
+            ["adapter", "rank", "modules", "file", "trained for"],
+            rows,
+        )
+    )
+
+
+def _run_notes(peft_dir: Path) -> dict[str, Any]:
+    """trained_for and the system prompt of the run that wrote this adapter, when it was ours."""
+    record = peft_dir.parent / "finetune.json"
+    if not record.is_file():
+        return {}
+    config = json.loads(record.read_text()).get("config", {})
+    notes = {
+        "trained_for": config.get("trained_for", ""),
+        "system": config.get("data", {}).get("template", {}).get("system"),
+    }
+    return {k: v for k, v in notes.items() if v}
+
+
+@adapters_app.command("try")
+def try_adapters(
+    export_dir: Path = typer.Argument(..., help="An `slmops adapters export` folder."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
+    system: str | None = typer.Option(None, help="System prompt for all (default: each adapter's own)."),
+    max_new_tokens: int = typer.Option(48),
+    json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
+) -> None:
+    """Answer PROMPT with the base and with each adapter, all on one model in onnxruntime-genai."""
+    from build_side.finetune.export_adapters import AdapterSession
+    from edge_agent.errors import ContractError
+
+    try:
+        info = json.loads((export_dir / "export.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ContractError(export_dir, f"not an adapters export folder ({exc})") from exc
+    files = {n: export_dir / a["file"] for n, a in info["adapters"].items()}
+    with err_console.status("loading the base and its adapters in onnxruntime-genai ..."):
+        session = AdapterSession(export_dir / info["base"], files)
+    # Each adapter answers with its own system prompt (from its run) unless --system is given;
+    # the base is asked with each of those prompts too, for a fair comparison.
+    own = {n: system or a.get("system") for n, a in info["adapters"].items()}
+    asks = [("(base)", None, p) for p in dict.fromkeys(own.values())] + [(n, n, own[n]) for n in files]
+    rows = []
+    for label, adapter_name, sys_prompt in asks:
+        answer = session.answer(prompt, adapter_name, sys_prompt, max_new_tokens)
+        rows.append({"adapter": label, "system": sys_prompt, "answer": answer})
+    if json_out:
+        print_json(rows)
+    else:
+        body = [[r["adapter"], (r["system"] or "")[:40], r["answer"]] for r in rows]
+        console.print(table(prompt, ["adapter", "system prompt", "answer"], body))

@@ -1,0 +1,109 @@
+"""A recipe's `finetune` section -> one config per adapter -> trained adapters, for the pipeline.
+
+    finetune:
+      method: lora              # shared defaults: method, lora, train, eval, data ...
+      train: {epochs: 2}
+      adapters:                 # optional: several adapters on one base, each on its own data
+        intents: {data: {train: manifests/data/intents.jsonl}, eval: {max_new_tokens: 4}}
+        commands: {data: {train: manifests/data/commands.jsonl}}
+
+Without `adapters` the section is one run. Relative data paths are read from the working directory
+or, failing that, from the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from build_side.finetune.config import FinetuneConfig
+from build_side.finetune.trainer import RunResult, finetune
+from edge_agent.errors import ContractError
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve(path: str | Path, recipe_dir: Path | None) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or recipe_dir is None:
+        return p
+    beside = recipe_dir / p
+    return beside if beside.exists() else p
+
+
+def configs_from_section(
+    section: dict[str, Any],
+    recipe_dir: Path | None = None,
+    where: str = "finetune",
+    overrides: dict[str, Any] | None = None,
+) -> list[FinetuneConfig]:
+    """Validate the section; each adapter's settings are the shared defaults with its own on top,
+    and `overrides` (command-line flags) on top of both."""
+    if not isinstance(section, dict):
+        raise ContractError(where, "the finetune section must be a mapping")
+    shared = {k: v for k, v in section.items() if k != "adapters"}
+    adapters = section.get("adapters")
+    if adapters is None:
+        raw = [shared]
+    elif isinstance(adapters, dict) and adapters:
+        raw = [_merge(shared, {**(over or {}), "name": name}) for name, over in adapters.items()]
+    else:
+        raise ContractError(f"{where}.adapters", "must map adapter names to their settings")
+    configs = []
+    for item in raw:
+        item = _merge(item, overrides or {})
+        label = f"{where}.adapters.{item['name']}" if adapters else where
+        data = item.get("data")
+        if isinstance(data, dict):
+            for key in ("train", "validation"):
+                if data.get(key):
+                    data[key] = str(_resolve(data[key], recipe_dir))
+        try:
+            configs.append(FinetuneConfig.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ContractError(label, problems) from exc
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ContractError(where, f"adapter names must be unique, got {names}")
+    return configs
+
+
+def run_configs(
+    configs: list[FinetuneConfig],
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[RunResult]:
+    return [finetune(c, base_dir, Path(out_dir) / c.name, resume=resume, progress=progress) for c in configs]
+
+
+def run_from_recipe(
+    section: dict[str, Any],
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    recipe_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Train every adapter of the section on `base_dir`; {name: PEFT adapter folder (or full model)}.
+
+    Each run's folder `out_dir/<name>/` also holds `finetune.json` (config, scores, history).
+    """
+    configs = configs_from_section(section, recipe_dir)
+    results = run_configs(configs, Path(base_dir), Path(out_dir), resume=resume, progress=progress)
+    return {r.name: r.artifact for r in results}

@@ -236,22 +236,23 @@ def _run_search(configs: list[Any], base: Path, out: Path, trials: int, quiet: b
 def export(
     source: str = typer.Argument(..., help="The base model the adapters were trained on. " + SOURCE_HELP),
     adapters: list[str] = typer.Argument(
-        ..., help="NAME=PEFT_DIR for each adapter (a finetune output's adapter/)."
+        ..., help="NAME=PEFT_DIR for each adapter (a finetune run's adapter/)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: base/, adapters/, export.json."),
-    precision: str = typer.Option(
-        "int4", "--precision", "-p", help="fp32, fp16, int8 or int4: the base variant's."
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder, laid out like `slmops convert`'s."),
+    variant: str = typer.Option(
+        "cpu-int4", "--variant", "-v", help="The base variant: a convert target (cpu-int4, cpu-fp32 ...)."
     ),
-    execution_provider: str = typer.Option("cpu", "--ep", help="Model builder execution provider."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Export LoRA adapters as .onnx_adapter files over one ONNX base that has LoRA inputs.
+    """Export LoRA adapters as .onnx_adapter files over one ONNX base variant with LoRA inputs.
 
     The base answers as the plain model while no adapter is active; onnxruntime-genai activates an
-    adapter per generator (og.Adapters + Generator.set_active_adapter).
+    adapter per generator (og.Adapters + Generator.set_active_adapter). Make a signed release with:
+    slmops bundle OUT --name N --version V --adapter NAME=OUT/adapters/NAME.onnx_adapter ...
     """
     from build_side.finetune.export_adapters import export_adapters
     from build_side.sources import prepare
+    from edge_agent.contracts import SourceInfo
     from edge_agent.errors import ContractError
 
     folders: dict[str, Path] = {}
@@ -263,31 +264,26 @@ def export(
         folders[adapter_name] = Path(folder)
         descriptions[adapter_name] = _run_notes(Path(folder))
     with err_console.status(f"preparing {source} ..."):
-        base = prepare(source).path
-    with err_console.status("building the ONNX base with LoRA inputs and writing the adapters ..."):
+        prepared = prepare(source)
+    with err_console.status(f"building the {variant} base with LoRA inputs and writing the adapters ..."):
         result = export_adapters(
-            base, folders, out, precision, execution_provider=execution_provider, descriptions=descriptions
+            prepared.path,
+            folders,
+            out,
+            variant,
+            source=SourceInfo(**prepared.info()),
+            descriptions=descriptions,
         )
     if json_out:
-        print_json(
-            {
-                "base": str(result.base_dir),
-                "adapters": {k: str(v) for k, v in result.adapters.items()},
-                **result.info,
-            }
-        )
+        adapter_paths = {k: str(v) for k, v in result.adapters.items()}
+        print_json({"variant_dir": str(result.base_dir), "adapter_files": adapter_paths, **result.info})
         return
     rows = [
         [n, i["rank"], i["modules"], i["file"], i.get("trained_for", "")]
         for n, i in result.info["adapters"].items()
     ]
-    console.print(
-        table(
-            f"{out}: {precision} base with {result.info['lora_inputs']} LoRA inputs",
-            ["adapter", "rank", "modules", "file", "trained for"],
-            rows,
-        )
-    )
+    title = f"{out}/{result.info['base']}: base with {result.info['lora_inputs']} LoRA inputs"
+    console.print(table(title, ["adapter", "rank", "modules", "file", "trained for"], rows))
 
 
 def _run_notes(peft_dir: Path) -> dict[str, Any]:
@@ -303,35 +299,62 @@ def _run_notes(peft_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in notes.items() if v}
 
 
+def _adapters_in(folder: Path) -> tuple[Path, dict[str, Path], dict[str, str]]:
+    """(variant folder, {name: adapter file}, {name: system prompt}) of an export or a bundle folder."""
+    from edge_agent.errors import ContractError
+
+    if (folder / "export.json").is_file():
+        info = json.loads((folder / "export.json").read_text())
+        files = {n: folder / a["file"] for n, a in info["adapters"].items()}
+        return (
+            folder / info["base"],
+            files,
+            {n: a["system"] for n, a in info["adapters"].items() if a.get("system")},
+        )
+    if (folder / "manifest.json").is_file():
+        from edge_agent.contracts import BundleManifest
+
+        manifest = BundleManifest.model_validate_json((folder / "manifest.json").read_text())
+        if not manifest.adapters:
+            raise ContractError(folder, "this bundle lists no adapters")
+        files = {a.name: folder / a.files[0].path for a in manifest.adapters}
+        return folder / manifest.adapters[0].variants[0], files, {}
+    raise ContractError(folder, "neither an `slmops adapters export` folder nor a bundle")
+
+
 @adapters_app.command("try")
 def try_adapters(
-    export_dir: Path = typer.Argument(..., help="An `slmops adapters export` folder."),
+    folder: Path = typer.Argument(..., help="An `slmops adapters export` folder or a bundle with adapters."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message."),
-    system: str | None = typer.Option(None, help="System prompt for all (default: each adapter's own)."),
+    system: list[str] | None = typer.Option(
+        None, "--system", help="NAME=TEXT: the system prompt for one adapter (default: its training run's)."
+    ),
     max_new_tokens: int = typer.Option(48),
     json_out: bool = typer.Option(False, "--json", help="Print the answers as JSON."),
 ) -> None:
-    """Answer PROMPT with the base and with each adapter, all on one model in onnxruntime-genai."""
+    """Answer PROMPT with the base and with each adapter, all on one model in onnxruntime-genai.
+
+    Each adapter answers with its own system prompt; the base is asked with each of those prompts
+    too, so every adapter's answer sits beside the base's answer to the very same input.
+    """
     from build_side.finetune.export_adapters import AdapterSession
     from edge_agent.errors import ContractError
 
-    try:
-        info = json.loads((export_dir / "export.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ContractError(export_dir, f"not an adapters export folder ({exc})") from exc
-    files = {n: export_dir / a["file"] for n, a in info["adapters"].items()}
+    variant_dir, files, own = _adapters_in(folder)
+    for item in system or []:
+        adapter_name, sep, text = item.partition("=")
+        if not sep or adapter_name not in files:
+            raise ContractError(item, f"expected NAME=TEXT with NAME one of {sorted(files)}")
+        own[adapter_name] = text
     with err_console.status("loading the base and its adapters in onnxruntime-genai ..."):
-        session = AdapterSession(export_dir / info["base"], files)
-    # Each adapter answers with its own system prompt (from its run) unless --system is given;
-    # the base is asked with each of those prompts too, for a fair comparison.
-    own = {n: system or a.get("system") for n, a in info["adapters"].items()}
-    asks = [("(base)", None, p) for p in dict.fromkeys(own.values())] + [(n, n, own[n]) for n in files]
+        session = AdapterSession(variant_dir, files)
     rows = []
-    for label, adapter_name, sys_prompt in asks:
-        answer = session.answer(prompt, adapter_name, sys_prompt, max_new_tokens)
-        rows.append({"adapter": label, "system": sys_prompt, "answer": answer})
+    for adapter_name in files:
+        sys_prompt = own.get(adapter_name)
+        for label, use in ((f"base ({adapter_name}'s prompt)", None), (adapter_name, adapter_name)):
+            answer = session.answer(prompt, use, sys_prompt, max_new_tokens)
+            rows.append({"adapter": use, "label": label, "system": sys_prompt, "answer": answer})
     if json_out:
         print_json(rows)
     else:
-        body = [[r["adapter"], (r["system"] or "")[:40], r["answer"]] for r in rows]
-        console.print(table(prompt, ["adapter", "system prompt", "answer"], body))
+        console.print(table(prompt, ["model", "answer"], [[r["label"], r["answer"]] for r in rows]))

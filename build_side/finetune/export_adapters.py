@@ -1,9 +1,11 @@
 """Several LoRA adapters on one ONNX base: the base graph gets LoRA inputs, each adapter a file.
 
     out/
-      base/                      model.onnx (+ .data), genai_config.json, tokenizer: the variant
+      cpu-int4/                  the variant: model.onnx (+ .data), genai_config.json, tokenizer
+      cpu-int4.variant.json      its record, as `slmops convert` writes it: `slmops bundle out
+                                 --adapter NAME=out/adapters/NAME.onnx_adapter` makes the release
       adapters/<name>.onnx_adapter
-      export.json                precision, the LoRA inputs, each adapter's rank and what it is for
+      export.json                the LoRA inputs, each adapter's rank and what it is for
 
 How: the onnxruntime-genai model builder (`adapter_path=`) writes each adapted projection as
 `MatMul(x, W) + MatMul(MatMul(x, A), B)` with A (in, r) and B (r, out, already times alpha/r) as
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from build_side.convert import ConvertedVariant, VariantSpec, builder_command, parse_variant, tool_versions
+from edge_agent.contracts import Quantization, SourceInfo
 from edge_agent.errors import TrainingError
 
 LORA_INPUT = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
@@ -36,9 +40,19 @@ RANK_DIM = "lora_r"
 
 @dataclass
 class AdapterExport:
-    base_dir: Path  # ONNX folder of the base with LoRA inputs
+    base_dir: Path  # the variant folder: the ONNX base with LoRA inputs
     adapters: dict[str, Path]  # name -> .onnx_adapter file
     info: dict[str, Any] = field(default_factory=dict)
+
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+
+
+def variant_spec(variant: str | VariantSpec) -> VariantSpec:
+    """`int4` (-> cpu-int4), a convert target such as `cpu-int4`, or a full `VariantSpec`."""
+    if isinstance(variant, VariantSpec):
+        return variant
+    return parse_variant(f"cpu-{variant}" if variant in PRECISIONS else variant)
 
 
 # -- names --------------------------------------------------------------------------------------
@@ -135,17 +149,16 @@ def _union_adapter(base_hf_dir: Path, modules: set[str], folder: Path) -> None:
 
 
 def _run_builder(
-    base_hf_dir: Path,
-    adapter_dir: Path,
-    out: Path,
-    precision: str,
-    provider: str,
-    cache: Path,
-    extra: dict[str, str],
+    base_hf_dir: Path, adapter_dir: Path, out: Path, spec: VariantSpec, cache: Path, extra: dict[str, str]
 ) -> None:
-    options = [f"adapter_path={adapter_dir}", *(f"{k}={v}" for k, v in extra.items())]
+    options = [
+        *spec.builder_options(),
+        f"adapter_path={adapter_dir}",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
+    target = spec.resolved
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(base_hf_dir), "-o", str(out)]
-    cmd += ["-p", precision, "-e", provider, "-c", str(cache), "--extra_options", *options]
+    cmd += ["-p", target.precision, "-e", target.ep, "-c", str(cache), "--extra_options", *options]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise TrainingError(
@@ -213,31 +226,55 @@ def _write_adapter_file(
     return max(ranks)
 
 
+def _variant_record(spec: VariantSpec, source: SourceInfo) -> ConvertedVariant:
+    target = spec.resolved
+    quantization = None
+    if target.precision in ("int4", "int8"):
+        quantization = Quantization(
+            algorithm=spec.algorithm or "rtn",
+            block_size=spec.block_size or 32,
+            accuracy_level=spec.accuracy_level,
+            symmetric=True if spec.symmetric is None else spec.symmetric,
+            extra={"lora": "float LoRA inputs, excluded from quantization"},
+        )
+    return ConvertedVariant(
+        id=spec.id,
+        precision=target.precision,
+        device=target.device,
+        execution_providers=list(target.providers),
+        quantization=quantization,
+        spec=spec,
+        builder=builder_command(spec) + " adapter_path=<union of the adapters' modules>",
+        source=source.model_copy(update={"tools": {**tool_versions(), **source.tools}}),
+    )
+
+
 def export_adapters(
     base_hf_dir: Path,
     adapters: dict[str, Path],
     out_dir: Path,
-    precision: str = "fp32",
+    variant: str | VariantSpec = "cpu-int4",
     *,
-    execution_provider: str = "cpu",
-    extra_options: dict[str, str] | None = None,
+    source: SourceInfo | None = None,
     descriptions: dict[str, dict[str, Any]] | None = None,
 ) -> AdapterExport:
     """Build one ONNX base with LoRA inputs and one `.onnx_adapter` per PEFT folder in `adapters`.
 
-    `extra_options` go to the model builder as they are (e.g. the int4 settings of the variant), so
-    the base matches the variant `slmops convert` would build. `descriptions` adds per-adapter notes
+    `variant` is a precision (`int4`), a convert target (`cpu-int4`) or the recipe's `VariantSpec`,
+    so the base is built with the same settings as the variant `slmops convert` makes; `out_dir`
+    is laid out as a convert output, for `slmops bundle`. `descriptions` adds per-adapter notes
     (trained_for, system prompt) to export.json.
     """
     if not adapters:
         raise TrainingError("no adapters to export")
     for name, folder in adapters.items():
         _check_peft_dir(name, Path(folder))
+    spec = variant_spec(variant)
     base_hf_dir, out_dir = Path(base_hf_dir), Path(out_dir)
     weights = lora_weights(base_hf_dir, adapters)
     modules = {m for w in weights.values() for m in w}
-    extra = dict(extra_options or {})
-    if precision in ("int4", "int8"):  # keep every LoRA MatMul float, see the module docstring
+    extra = {}
+    if spec.resolved.precision in ("int4", "int8"):  # keep every LoRA MatMul float, see the module docstring
         extra["nodes_to_exclude"] = ",".join(builder_node_name(m, ab) for m in sorted(modules) for ab in "AB")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -246,8 +283,8 @@ def export_adapters(
         union = Path(tmp) / "union"
         _union_adapter(base_hf_dir, modules, union)
         built = Path(tmp) / "built"
-        _run_builder(base_hf_dir, union, built, precision, execution_provider, Path(tmp) / "cache", extra)
-        lora_inputs = _lora_inputs_from_initializers(built, out_dir / "base")
+        _run_builder(base_hf_dir, union, built, spec, Path(tmp) / "cache", extra)
+        lora_inputs = _lora_inputs_from_initializers(built, out_dir / spec.id)
     expected = {f"{m}.lora_{ab}.MatMul.weight" for m in modules for ab in "AB"}
     if set(lora_inputs) != expected:
         missing, extra_names = sorted(expected - set(lora_inputs)), sorted(set(lora_inputs) - expected)
@@ -255,6 +292,7 @@ def export_adapters(
             "the ONNX base's LoRA weights do not match the adapters' modules "
             f"(missing {missing[:3]}, unexpected {extra_names[:3]}); this architecture's names differ"
         )
+    _variant_record(spec, source or SourceInfo(kind="hf-folder", ref=str(base_hf_dir))).save(out_dir)
     (out_dir / "adapters").mkdir()
     files, info = {}, {}
     for name in adapters:
@@ -268,14 +306,13 @@ def export_adapters(
             **(descriptions or {}).get(name, {}),
         }
     summary = {
-        "base": "base",
-        "precision": precision,
-        "execution_provider": execution_provider,
+        "base": spec.id,
+        "precision": spec.resolved.precision,
         "lora_inputs": len(lora_inputs),
         "adapters": info,
     }
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
-    return AdapterExport(out_dir / "base", files, summary)
+    return AdapterExport(out_dir / spec.id, files, summary)
 
 
 # -- trying them with onnxruntime-genai ---------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from build_side.finetune.config import FinetuneConfig
 from build_side.finetune.trainer import RunResult, finetune
-from edge_agent.errors import ContractError
+from edge_agent.errors import RecipeError
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def configs_from_section(
     """Validate the section; each adapter's settings are the shared defaults with its own on top,
     and `overrides` (command-line flags) on top of both."""
     if not isinstance(section, dict):
-        raise ContractError(where, "the finetune section must be a mapping")
+        raise RecipeError(where, "the finetune section must be a mapping")
     shared = {k: v for k, v in section.items() if k != "adapters"}
     adapters = section.get("adapters")
     if adapters is None:
@@ -59,7 +59,7 @@ def configs_from_section(
     elif isinstance(adapters, dict) and adapters:
         raw = [_merge(shared, {**(over or {}), "name": name}) for name, over in adapters.items()]
     else:
-        raise ContractError(f"{where}.adapters", "must map adapter names to their settings")
+        raise RecipeError(f"{where}.adapters", "must map adapter names to their settings")
     configs = []
     for item in raw:
         item = _merge(item, overrides or {})
@@ -73,10 +73,10 @@ def configs_from_section(
             configs.append(FinetuneConfig.model_validate(item))
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ContractError(label, problems) from exc
+            raise RecipeError(label, problems) from exc
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
-        raise ContractError(where, f"adapter names must be unique, got {names}")
+        raise RecipeError(where, f"adapter names must be unique, got {names}")
     return configs
 
 

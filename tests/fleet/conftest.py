@@ -72,3 +72,20 @@ def scripted(
     yield make
     for d in made:
         d.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_retained(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used a fleet, remove every retained message it left on the broker."""
+    fleet = request.getfixturevalue("fleet_id") if "fleet_id" in request.fixturenames else None
+    yield
+    if fleet is None:
+        return
+    from build_side.fleet.broker import BrokerSession
+
+    with BrokerSession("mqtt://127.0.0.1:1883", fleet) as session:
+        session.subscribe(f"slmops/v1/{fleet}/#")
+        session.sync()
+        for msg in session.drain():
+            if msg.retain and msg.payload:
+                session.clear_retained(msg.topic)

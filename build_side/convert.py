@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import build_side
 from build_side.builder_worker import EVENT_PREFIX
+from build_side.gguf_carry import carry_gguf_blocks
 from build_side.settings import cache_dir
 from edge_agent.bundle_check import describe_validation_error
 from edge_agent.contracts import Quantization, SourceInfo, VariantEval
@@ -85,6 +86,11 @@ class VariantSpec(BaseModel):
     symmetric: bool | None = None
     algorithm: Literal["rtn", "k_quant"] | None = None
     int8_lm_head: bool = Field(False, description="keep the LM head (the last MatMul) in int8")
+    gguf_blocks: bool = Field(
+        False,
+        description="when the source is a Q4_1 GGUF: carry its 4-bit blocks (and Q8_0 embedding) into "
+        "the ONNX weights as they are instead of quantizing the de-quantized weights again",
+    )
     extra_options: dict[str, str] = Field(default_factory=dict, description="passed to the builder as is")
 
     @field_validator("target")
@@ -107,6 +113,14 @@ class VariantSpec(BaseModel):
         ]
         if self.int8_lm_head:
             quant.append("int8_lm_head")
+        if self.gguf_blocks:
+            quant.append("gguf_blocks")
+            if (
+                self.resolved.precision != "int4"
+                or not self.int8_lm_head
+                or self.block_size not in (None, 32)
+            ):
+                raise ValueError("gguf_blocks needs an int4 variant with block_size 32 and int8_lm_head")
         if quant and self.resolved.precision not in ("int4", "int8"):
             raise ValueError(
                 f"{', '.join(quant)} only apply to int4/int8 variants, not {self.resolved.precision}"
@@ -335,13 +349,26 @@ def _quantization(spec: VariantSpec, variant_dir: Path) -> Quantization | None:
     if spec.resolved.precision not in ("int4", "int8"):
         return None
     return Quantization(
-        algorithm=spec.algorithm or "rtn",
+        algorithm="gguf-carry" if spec.gguf_blocks else spec.algorithm or "rtn",
         block_size=graph.get("block_size"),
         accuracy_level=graph.get("accuracy_level"),
         symmetric=True if spec.symmetric is None else spec.symmetric,
         lm_head_precision=graph.get("lm_head_precision"),
         embedding_precision=graph.get("embedding_precision"),
         extra={"tool": "onnxruntime-genai model builder"},
+    )
+
+
+def source_gguf(source: SourceInfo) -> Path:
+    """The GGUF file a source came from, for variants that carry its blocks over."""
+    from build_side.sources import NAMED_SOURCES, named_source_file
+
+    if source.kind == "named" and source.ref in NAMED_SOURCES:
+        return named_source_file(source.ref)
+    if source.kind == "gguf" and Path(source.ref).is_file():
+        return Path(source.ref)
+    raise ConvertError(
+        f"gguf_blocks needs a GGUF source (with no adapters merged), not {source.kind} {source.ref!r}"
     )
 
 
@@ -389,6 +416,8 @@ def convert(
             final = out_dir / spec.id
             if final.exists():
                 shutil.rmtree(final)
+            if spec.gguf_blocks:
+                carry_gguf_blocks(staging / spec.id, source_gguf(source))
             os.replace(staging / spec.id, final)
             record = ConvertedVariant(
                 id=spec.id,

@@ -86,10 +86,12 @@ class VariantSpec(BaseModel):
     symmetric: bool | None = None
     algorithm: Literal["rtn", "k_quant"] | None = None
     int8_lm_head: bool = Field(False, description="keep the LM head (the last MatMul) in int8")
-    gguf_blocks: bool = Field(
-        False,
-        description="when the source is a Q4_1 GGUF: carry its 4-bit blocks (and Q8_0 embedding) into "
-        "the ONNX weights as they are instead of quantizing the de-quantized weights again",
+    gguf_blocks: Literal["offset", "float", "uint8"] | None = Field(
+        None,
+        description="when the source is a Q4_1 GGUF: carry its 4-bit blocks (and Q8_0 embedding) into the "
+        "ONNX weights instead of quantizing the de-quantized weights again. offset: exact (integer zero "
+        "points plus a per-block remainder); float: exact, float zero points (slow on CPU); uint8: "
+        "zero points rounded (fast, not exact)",
     )
     extra_options: dict[str, str] = Field(default_factory=dict, description="passed to the builder as is")
 
@@ -113,7 +115,7 @@ class VariantSpec(BaseModel):
         ]
         if self.int8_lm_head:
             quant.append("int8_lm_head")
-        if self.gguf_blocks:
+        if self.gguf_blocks is not None:
             quant.append("gguf_blocks")
             if (
                 self.resolved.precision != "int4"
@@ -417,7 +419,7 @@ def convert(
             if final.exists():
                 shutil.rmtree(final)
             if spec.gguf_blocks:
-                carry_gguf_blocks(staging / spec.id, source_gguf(source))
+                carry_gguf_blocks(staging / spec.id, source_gguf(source), spec.gguf_blocks)
             os.replace(staging / spec.id, final)
             record = ConvertedVariant(
                 id=spec.id,

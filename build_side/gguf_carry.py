@@ -62,12 +62,15 @@ def dequantize_q4_1(q: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
 def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "float") -> dict[str, int]:
     """Rewrite the variant's MatMulNBits weights from the GGUF's blocks, in place.
 
-    zero_points: "float" (exact) or "uint8" (rounded to the 4-bit grid: smaller, not exact).
+    zero_points: "float" (exact, but ONNX Runtime 1.32's CPU kernel de-quantizes float zero points on
+    every call: ~20x slower), "uint8" (rounded to the 4-bit grid: fast, as inexact as quantizing
+    again) or "offset" (uint8, plus the per-block remainder added back as blocksum(x) @ remainder:
+    exact, one small MatMul per layer input).
     Returns counts of what was carried.
     """
     import gguf
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     reader = gguf.GGUFReader(str(gguf_path))
     tensors = {t.name: t for t in reader.tensors}
@@ -91,6 +94,8 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
         old.CopyFrom(new)
 
     counts = {"q4_1": 0, "q8_0": 0}
+    blocksums: dict[str, str] = {}  # MatMulNBits input -> its per-block sums (offset mode)
+    extra_nodes: list[tuple[int, onnx.NodeProto]] = []
     for node in model.graph.node:
         if node.op_type != "MatMulNBits":
             continue
@@ -142,14 +147,73 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
             put(zp_name, zp.astype(np.float32))
         else:
             zpi = np.clip(np.rint(zp), 0, 15).astype(np.uint8)
+            if zero_points == "offset":
+                # what the integer zero point misses, per block: m - (-zpi * d); added back as
+                # blocksum(x) @ residual, so the layer is exact
+                residual = (m + zpi.astype(np.float32) * d).astype(np.float32)  # [N, K/32]
+                x = node.input[0]
+                if x not in blocksums:
+                    kb = attrs["K"] // QK
+                    shape = numpy_helper.from_array(np.array([0, 0, kb, QK], np.int64), f"{x}/blocks_shape")
+                    axes = numpy_helper.from_array(np.array([-1], np.int64), f"{x}/blocks_axes")
+                    model.graph.initializer.extend([shape, axes])
+                    blocksums[x] = f"{x}/blocksums"
+                    extra_nodes.append((0, helper.make_node("Reshape", [x, shape.name], [f"{x}/blocks"])))
+                    extra_nodes.append(
+                        (
+                            0,
+                            helper.make_node(
+                                "ReduceSum", [f"{x}/blocks", axes.name], [blocksums[x]], keepdims=0
+                            ),
+                        )
+                    )
+                r_name = f"{w_name}_offset"
+                model.graph.initializer.append(
+                    numpy_helper.from_array(np.ascontiguousarray(residual.T), r_name)
+                )
+                out = node.output[0]
+                node.output[0] = f"{out}/before_offset"
+                extra_nodes.append((1, helper.make_node("MatMul", [blocksums[x], r_name], [f"{out}/offset"])))
+                extra_nodes.append((1, helper.make_node("Add", [node.output[0], f"{out}/offset"], [out])))
             if zpi.shape[1] % 2:
                 zpi = np.pad(zpi, ((0, 0), (0, 1)))
             put(zp_name, (zpi[:, 0::2] | (zpi[:, 1::2] << 4)).astype(np.uint8))
         counts["q4_1"] += 1
 
+    if extra_nodes:
+        nodes = list(model.graph.node) + [n for _, n in extra_nodes]
+        del model.graph.node[:]
+        model.graph.node.extend(
+            _topological(
+                nodes, {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+            )
+        )
     data_name = "model.onnx.data"
     (variant_dir / data_name).unlink(missing_ok=True)
     onnx.save(
         model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
     )
     return counts
+
+
+def _topological(nodes: list, inputs: set[str]) -> list:
+    """Nodes in an order where every input is produced before use (ONNX requires it)."""
+    produced = set(inputs)
+    for n in nodes:
+        if n.op_type == "Constant":
+            produced.update(n.output)
+    pending, ordered = list(nodes), []
+    while pending:
+        progress = False
+        rest = []
+        for n in pending:
+            if all(i == "" or i in produced for i in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+                progress = True
+            else:
+                rest.append(n)
+        pending = rest
+        if not progress:
+            raise CarryError(f"graph has a cycle or a missing input near {pending[0].name}")
+    return ordered

@@ -128,6 +128,11 @@ def convert(
     int8_lm_head: bool = typer.Option(
         False, "--int8-lm-head", help="int4: keep the LM head (and a tied embedding) in int8."
     ),
+    gguf_blocks: str = typer.Option(
+        None,
+        help="int4 from a Q4_1 GGUF source: carry its blocks over instead of quantizing again: offset "
+        "(exact), float (exact, slow on CPU) or uint8 (rounded). Needs --int8-lm-head, block size 32.",
+    ),
     adapter: list[str] = typer.Option(
         None, "--adapter", help="NAME=PEFT_DIR: a LoRA adapter merged into the weights (repeatable)."
     ),
@@ -159,11 +164,14 @@ def convert(
     }
     if int8_lm_head:
         quant["int8_lm_head"] = True
+    if gguf_blocks:
+        quant["gguf_blocks"] = gguf_blocks
     specs = []
     for text in variant:
         base = parse_variant(text)
         applies = base.resolved.precision in ("int4", "int8")
-        specs.append(parse_variant(text, **quant) if applies else base)
+        own = {k: v for k, v in quant.items() if k != "gguf_blocks" or base.resolved.precision == "int4"}
+        specs.append(parse_variant(text, **own) if applies else base)
     with console.status(f"preparing {source} ..."):
         src = prepare(source)
         info = SourceInfo(kind=src.kind, ref=src.ref, sha256=src.sha256)

@@ -55,8 +55,70 @@ def test_unpermute_rows_matches_transformers() -> None:
 
 
 def test_gguf_blocks_needs_block_32_and_int8_head() -> None:
-    VariantSpec(id="cpu-int4", gguf_blocks=True, int8_lm_head=True, symmetric=False)
+    VariantSpec(id="cpu-int4", gguf_blocks="offset", int8_lm_head=True, symmetric=False)
     with pytest.raises(ValueError, match="gguf_blocks"):
-        VariantSpec(id="cpu-int4", gguf_blocks=True, int8_lm_head=False)
+        VariantSpec(id="cpu-int4", gguf_blocks="offset", int8_lm_head=False)
     with pytest.raises(ValueError, match="gguf_blocks"):
-        VariantSpec(id="cpu-int4", gguf_blocks=True, int8_lm_head=True, block_size=64)
+        VariantSpec(id="cpu-int4", gguf_blocks="offset", int8_lm_head=True, block_size=64)
+
+
+def _tiny_pair(tmp_path, rows: int = 8, cols: int = 64):
+    """A one-MatMulNBits ONNX graph named like the builder's down_proj, and a GGUF with its Q4_1 weight."""
+    import gguf
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(2).normal(size=(rows, cols)).astype(np.float32)
+    raw = quants.quantize(w, QT.Q4_1)
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_tensor("blk.0.ffn_down.weight", raw, raw_shape=raw.shape, raw_dtype=QT.Q4_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    blocks = cols // 32
+    inits = [
+        numpy_helper.from_array(np.zeros((rows, blocks, 16), np.uint8), "w"),
+        numpy_helper.from_array(np.ones((rows, blocks), np.float32), "s"),
+        numpy_helper.from_array(np.zeros((rows, (blocks + 1) // 2), np.uint8), "zp"),
+    ]
+    node = helper.make_node(
+        "MatMulNBits", ["x", "w", "s", "zp"], ["y"], "/model/layers.0/mlp/down_proj/MatMul_Q4",
+        domain="com.microsoft", K=cols, N=rows, bits=4, block_size=32, accuracy_level=0,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, cols])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None, rows])],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    variant = tmp_path / "variant"
+    variant.mkdir()
+    onnx.save(model, str(variant / "model.onnx"))
+    return variant, tmp_path / "m.gguf", quants.dequantize(raw, QT.Q4_1)
+
+
+@pytest.mark.parametrize("mode", ["offset", "float"])
+def test_carried_matmul_is_exact_in_onnxruntime(tmp_path, mode: str) -> None:
+    import onnxruntime as ort
+
+    variant, gguf_path, w = _tiny_pair(tmp_path)
+    assert gc.carry_gguf_blocks(variant, gguf_path, mode) == {"q4_1": 1, "q8_0": 0}
+    x = np.random.default_rng(3).normal(size=(1, 3, w.shape[1])).astype(np.float32)
+    sess = ort.InferenceSession(str(variant / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_uint8_zero_points_are_not_exact(tmp_path) -> None:
+    import onnxruntime as ort
+
+    variant, gguf_path, w = _tiny_pair(tmp_path)
+    gc.carry_gguf_blocks(variant, gguf_path, "uint8")
+    x = np.random.default_rng(3).normal(size=(1, 3, w.shape[1])).astype(np.float32)
+    sess = ort.InferenceSession(str(variant / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"x": x})[0] - x @ w.T).max() > 1e-2

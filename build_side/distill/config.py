@@ -51,7 +51,11 @@ class StudentSpec(_Settings):
     """Either a given smaller model (`source`) or the teacher with only some of its layers."""
 
     source: str | None = None  # a model source with the teacher's tokenizer
-    keep_layers: int | None = Field(None, ge=1)  # evenly spaced, first and last included
+    keep_layers: int | None = Field(None, ge=1)  # how many teacher layers the student keeps
+    # even: evenly spaced, first and last included. block: keep the first and last layers and drop the
+    # one contiguous block whose removal moves the outputs least (KL) on the teacher's answers (the deeper
+    # middle layers are usually the most redundant); far better starting weights when half go.
+    select: Literal["even", "block"] = "even"
     layers: list[int] | None = None  # exact teacher layer indices, overrides keep_layers
 
     @model_validator(mode="after")

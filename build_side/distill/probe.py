@@ -5,7 +5,7 @@ model, runs greedy generations of a fixed length (EOS ignored, so teacher and st
 work), and prints one JSON line. Definitions as in DESIGN.md section 8:
 - TTFT: request to first generated token (prefill + first sample);
 - decode tok/s: tokens after the first / time after the first;
-- peak RSS of the process (ru_maxrss), and the model's share: peak minus RSS before loading.
+- peak RSS of the process (VmHWM), and the model's share: peak minus RSS before loading.
 Engines: `torch` (a Hugging Face folder, fp32 in transformers) and `onnx` (an onnxruntime-genai
 variant folder through `edge_agent.runtime`, what a device runs).
 """
@@ -41,6 +41,18 @@ def _rss_bytes() -> int:
     import psutil
 
     return psutil.Process().memory_info().rss
+
+
+def _peak_rss_bytes() -> int:
+    """This process's RSS high-water mark. VmHWM belongs to the address space exec created, unlike
+    ru_maxrss, which Linux carries over from the parent that forked us (a big parent would show)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
 
 
 def _torch_runs(job: ProbeJob) -> tuple[list[float], list[float], float]:
@@ -118,7 +130,7 @@ def run_job(job: ProbeJob) -> dict[str, Any]:
     _import_engine(job.engine)
     rss_before = _rss_bytes()  # the interpreter and the engine's libraries, before any weights
     ttft, decode, load_s = (_torch_runs if job.engine == "torch" else _onnx_runs)(job)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = _peak_rss_bytes()
     return {
         "engine": job.engine,
         "model_dir": job.model_dir,

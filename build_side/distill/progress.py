@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -20,8 +21,9 @@ Advance = Callable[..., None]  # advance(n=1, **fields): move the bar, update it
 
 @contextmanager
 def bar(description: str, total: int, done: int = 0, enabled: bool = True) -> Iterator[Advance]:
-    """A bar with count, elapsed and remaining time, and a free `info` field for the stage to fill."""
-    if not enabled:
+    """A bar with count, elapsed and remaining time, and a free `info` field for the stage to fill.
+    Under `accelerate launch` only the first process draws it."""
+    if not enabled or os.environ.get("RANK", "0") != "0":
         yield lambda n=1, **fields: None
         return
     progress = Progress(

@@ -2,7 +2,11 @@
 
 A derived student starts from the teacher's own weights (embeddings, final norm, head, and each kept
 block copied as is), so it begins close to the teacher and distillation only has to heal the gaps.
-Evenly spaced layers, first and last included, keep both the input and output ends of the stack.
+Which layers: evenly spaced (first and last included), or the teacher minus the one contiguous block
+whose removal moves the next-token distributions least (KL) on a calibration batch of the teacher's
+answers (`select: block`). On
+SmolLM2-135M, keeping 12 of 30 layers, the block choice [0-2, 21-29] starts at a held-out perplexity
+of ~1.6k against ~7.7M for evenly spaced layers (the teacher: 40).
 """
 
 from __future__ import annotations
@@ -36,6 +40,43 @@ def chosen_layers(spec: StudentSpec, total: int) -> list[int]:
     return even_layers(total, spec.keep_layers)
 
 
+def block_candidates(total: int, keep: int) -> list[list[int]]:
+    """Every way to keep the first and last layers and drop one contiguous block of total-keep."""
+    if not 2 <= keep <= total:
+        raise DistillError(f"block selection keeps the first and the last layer: keep 2..{total}, not {keep}")
+    drop = total - keep
+    return [list(range(start)) + list(range(start + drop, total)) for start in range(1, total - drop)] or [
+        list(range(total))
+    ]
+
+
+def pick_block(teacher: Any, keep: int, calibration: dict[str, Any]) -> tuple[list[int], dict[str, float]]:
+    """The block candidate whose (untrained) student is closest to the teacher on the calibration
+    batch: lowest KL(teacher || student) over the answer tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    from build_side.distill.loss import IGNORE
+
+    mask = calibration["targets"] != IGNORE
+    inputs = {"input_ids": calibration["input_ids"], "attention_mask": calibration["attention_mask"]}
+    with torch.no_grad():
+        reference = F.log_softmax(teacher(**inputs).logits[mask].float(), dim=-1)
+    scores: dict[str, float] = {}
+    best: tuple[float, list[int]] | None = None
+    for layers in block_candidates(teacher.config.num_hidden_layers, keep):
+        student = derive_student(teacher, layers).eval()
+        with torch.no_grad():
+            logp = F.log_softmax(student(**inputs).logits[mask].float(), dim=-1)
+        kl = float(F.kl_div(logp, reference, log_target=True, reduction="batchmean"))
+        dropped = sorted(set(range(teacher.config.num_hidden_layers)) - set(layers))
+        scores[f"drop {dropped[0]}-{dropped[-1]}" if dropped else "drop none"] = kl
+        if best is None or kl < best[0]:
+            best = (kl, layers)
+    assert best is not None
+    return best[1], scores
+
+
 def derive_student(teacher: Any, layers: list[int]) -> Any:
     """A new model of the teacher's architecture with `layers` only, initialised from the teacher."""
     from transformers import AutoModelForCausalLM
@@ -66,14 +107,25 @@ def derive_student(teacher: Any, layers: list[int]) -> Any:
     return student
 
 
-def load_student(spec: StudentSpec, teacher: Any) -> tuple[Any, dict[str, Any]]:
-    """The student model and a description of where it came from (saved with the output)."""
+def load_student(
+    spec: StudentSpec, teacher: Any, calibration: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The student model and a description of where it came from (saved with the output).
+    `calibration` (a collated batch of the teacher's answers) is needed for `select: block`."""
     from transformers import AutoModelForCausalLM
 
     total = teacher.config.num_hidden_layers
     if spec.source is None:
-        layers = chosen_layers(spec, total)
-        info = {"kind": "derived", "teacher_layers": total, "kept_layers": layers}
+        info: dict[str, Any] = {"kind": "derived", "teacher_layers": total}
+        if spec.layers is None and spec.select == "block":
+            if calibration is None:
+                raise DistillError("select: block needs a calibration batch of the teacher's answers")
+            assert spec.keep_layers is not None
+            layers, scores = pick_block(teacher, spec.keep_layers, calibration)
+            info["block_scores"] = scores  # KL to the teacher of each untrained candidate
+        else:
+            layers = chosen_layers(spec, total)
+        info["kept_layers"] = layers
         return derive_student(teacher, layers), info
 
     from build_side.sources import prepare

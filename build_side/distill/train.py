@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from build_side.distill.config import StudentSpec, TrainSettings
-from build_side.distill.data import encode_record, get_batch, split_records, val_batches
+from build_side.distill.data import collate, encode_record, get_batch, split_records, val_batches
 from build_side.distill.loss import DistillLoss, distill_loss
 from build_side.distill.progress import Advance
 from build_side.distill.records import TeacherRecord
@@ -113,7 +113,8 @@ def train(
     # ---- models: the teacher is frozen and only predicts; the student is what the optimizer moves
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval().requires_grad_(False)
     teacher.to(accelerator.device)
-    student, student_info = load_student(student_spec, teacher)
+    calibration = collate(train_ex[: cfg.batch_size], pad_id=0)  # picks the layers for select: block
+    student, student_info = load_student(student_spec, teacher, calibration)
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)  # tied: the head stays the teacher's too
     params = [p for p in student.parameters() if p.requires_grad]

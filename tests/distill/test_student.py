@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from build_side.distill.config import StudentSpec
-from build_side.distill.student import derive_student, even_layers, load_student
+from build_side.distill.student import block_candidates, derive_student, even_layers, load_student
 from edge_agent.errors import DistillError
 
 
@@ -78,3 +78,42 @@ def test_given_student_must_share_the_vocabulary(teacher, tmp_path: Path) -> Non
     ).save_pretrained(other)
     with pytest.raises(DistillError, match="vocabulary"):
         load_student(StudentSpec(source=str(other)), teacher)
+
+
+def test_block_candidates_keep_both_ends() -> None:
+    cands = block_candidates(30, 12)
+    assert len(cands) == 11 and cands[0] == [0, *range(19, 30)] and cands[-1] == [*range(11), 29]
+    assert all(len(c) == 12 and c[0] == 0 and c[-1] == 29 for c in cands)
+    with pytest.raises(DistillError):
+        block_candidates(30, 1)
+
+
+def test_block_selection_drops_the_layer_that_does_nothing(tiny_model_dir: Path) -> None:
+    """A 4-layer teacher whose layer 2 adds nothing to the residual stream: keeping 3 layers, the
+    block choice must drop exactly that one, and the student then matches the teacher exactly."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = base.config
+    config.num_hidden_layers = 4
+    torch.manual_seed(1)
+    teacher = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        teacher.model.layers[2].self_attn.o_proj.weight.zero_()
+        teacher.model.layers[2].mlp.down_proj.weight.zero_()
+    ids = torch.randint(0, config.vocab_size, (2, 12))
+    calibration = {
+        "input_ids": ids[:, :-1],
+        "attention_mask": torch.ones(2, 11, dtype=torch.long),
+        "targets": ids[:, 1:],
+    }
+
+    student, info = load_student(StudentSpec(keep_layers=3, select="block"), teacher, calibration)
+    assert info["kept_layers"] == [0, 1, 3]
+    assert set(info["block_scores"]) == {"drop 1-1", "drop 2-2"}
+    assert info["block_scores"]["drop 2-2"] == pytest.approx(0.0, abs=1e-6)
+    assert info["block_scores"]["drop 1-1"] > 1e-3
+    with torch.no_grad():
+        assert torch.allclose(student.eval()(ids).logits, teacher(ids).logits, atol=1e-4)
+    with pytest.raises(DistillError, match="calibration"):
+        load_student(StudentSpec(keep_layers=3, select="block"), teacher)

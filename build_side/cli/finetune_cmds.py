@@ -358,3 +358,44 @@ def try_adapters(
         print_json(rows)
     else:
         console.print(table(prompt, ["model", "answer"], [[r["label"], r["answer"]] for r in rows]))
+
+
+@adapters_app.command("score")
+def score_cmd(
+    folder: Path = typer.Argument(..., help="An `slmops adapters export` folder or a bundle with adapters."),
+    runs: list[str] = typer.Argument(
+        ..., help="NAME=RUN_DIR: the `slmops finetune` folder that trained NAME."
+    ),
+    limit: int | None = typer.Option(None, help="Score at most this many validation examples each."),
+    json_out: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+) -> None:
+    """Score each adapter on its own validation set in onnxruntime-genai, beside the bare base.
+
+    The validation split, template and metric come from the training run's finetune.json, so the
+    figures compare with the PyTorch ones `slmops finetune` printed.
+    """
+    from build_side.finetune.export_adapters import AdapterSession, score_adapters
+    from edge_agent.errors import ContractError
+
+    variant_dir, files, _ = _adapters_in(folder)
+    pairs = {}
+    for item in runs:
+        adapter_name, sep, run_dir = item.partition("=")
+        if not sep:
+            raise ContractError(item, "expected NAME=RUN_DIR")
+        pairs[adapter_name] = Path(run_dir)
+    with err_console.status("loading the base and its adapters in onnxruntime-genai ..."):
+        session = AdapterSession(variant_dir, files)
+    with err_console.status(f"scoring {', '.join(pairs)} ..."):
+        rows = score_adapters(session, pairs, limit)
+    if json_out:
+        print_json(rows)
+        return
+    body = [[r["adapter"], r["metric"], r["examples"], r["base"], r["with_adapter"]] for r in rows]
+    console.print(
+        table(
+            f"{variant_dir} in onnxruntime-genai",
+            ["adapter", "metric", "examples", "base", "with adapter"],
+            body,
+        )
+    )

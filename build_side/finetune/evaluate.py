@@ -32,6 +32,12 @@ def normalize(text: str) -> str:
     return " ".join(first.lower().split()).rstrip(".!?:;,")
 
 
+def is_hit(metric: str, answer: str, example: Example) -> bool:
+    if metric == "accuracy":
+        return normalize(answer) == normalize(example.label or "")
+    return answer.strip() == example.response.strip()
+
+
 def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-pad, so every answer ends at the last position and only the tail needs logits."""
     width = max(len(e.input_ids) for e in batch)
@@ -129,10 +135,7 @@ def evaluate(
     if metric in ("accuracy", "exact_match"):
         examples = [e.example for e in data if e.example is not None]
         answers = generate_answers(model, tokenizer, examples, max_new_tokens, batch_size)
-        if metric == "accuracy":
-            hits = [normalize(a) == normalize(e.label or "") for a, e in zip(answers, examples, strict=True)]
-        else:
-            hits = [a.strip() == e.response.strip() for a, e in zip(answers, examples, strict=True)]
+        hits = [is_hit(metric, a, e) for a, e in zip(answers, examples, strict=True)]
         scores[metric] = round(sum(hits) / max(len(hits), 1), 4)
         scores["samples"] = [
             {"where": e.where, "expected": e.response, "answer": a, "ok": ok}

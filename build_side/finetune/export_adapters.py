@@ -337,15 +337,13 @@ class AdapterSession:
             ) from exc
         self.names = list(adapter_files)
 
-    def prompt_ids(self, prompt: str, system: str | None = None) -> list[int]:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        return list(
-            self.tokenizer.encode(
-                self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-            )
-        )
+    def prompt_ids(self, prompt: str | list[dict[str, str]], system: str | None = None) -> list[int]:
+        """Token ids of a user message (with an optional system turn) or of whole chat turns."""
+        if isinstance(prompt, str):
+            system_turn = [{"role": "system", "content": system}] if system else []
+            prompt = [*system_turn, {"role": "user", "content": prompt}]
+        text = self.tokenizer.apply_chat_template(json.dumps(prompt), add_generation_prompt=True)
+        return list(self.tokenizer.encode(text))
 
     def generator(self, ids: list[int], adapter: str | None, max_new_tokens: int) -> Any:
         params = self._og.GeneratorParams(self.model)
@@ -357,10 +355,58 @@ class AdapterSession:
         return generator
 
     def answer(
-        self, prompt: str, adapter: str | None = None, system: str | None = None, max_new_tokens: int = 48
+        self,
+        prompt: str | list[dict[str, str]],
+        adapter: str | None = None,
+        system: str | None = None,
+        max_new_tokens: int = 48,
     ) -> str:
         ids = self.prompt_ids(prompt, system)
         generator = self.generator(ids, adapter, max_new_tokens)
         while not generator.is_done():
             generator.generate_next_token()
         return self.tokenizer.decode(generator.get_sequence(0)[len(ids) :]).strip()
+
+
+def score_adapters(
+    session: AdapterSession, runs: dict[str, Path], limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Each adapter on its own run's validation set, in onnxruntime-genai, beside the bare base.
+
+    `runs` maps an adapter name to the `slmops finetune` folder that trained it: its finetune.json
+    gives the data, the template and the seed, so the split is the very one scored in PyTorch.
+    """
+    from build_side.finetune.config import FinetuneConfig
+    from build_side.finetune.data import load_examples
+    from build_side.finetune.evaluate import is_hit, resolve_metric
+
+    rows = []
+    for name, run_dir in runs.items():
+        if name not in session.names:
+            raise TrainingError(f"no adapter {name!r} is loaded (have {session.names})")
+        try:
+            config = FinetuneConfig.model_validate(
+                json.loads((Path(run_dir) / "finetune.json").read_text())["config"]
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise TrainingError(f"{run_dir}: not a finetune output folder ({exc})") from exc
+        _, val = load_examples(config.data, config.train.seed)
+        val = val[:limit] if limit else val
+        metric = resolve_metric(config.eval.metric, val)
+        if metric == "perplexity":
+            raise TrainingError(
+                f"{name}: its data has no labels; only accuracy or exact match are scored here"
+            )
+        row: dict[str, Any] = {"adapter": name, "metric": metric, "examples": len(val)}
+        for label, use in (("base", None), ("with_adapter", name)):
+            if isinstance(val[0].prompt, str):
+                raise TrainingError(f"{name}: scoring in onnxruntime-genai needs chat prompts")
+            answers = [session.answer(e.prompt, use, max_new_tokens=config.eval.max_new_tokens) for e in val]
+            row[label] = round(
+                sum(is_hit(metric, a, e) for a, e in zip(answers, val, strict=True)) / len(val), 4
+            )
+            row[f"{label}_samples"] = [
+                {"expected": e.response, "answer": a} for e, a in list(zip(val, answers, strict=True))[:3]
+            ]
+        rows.append(row)
+    return rows

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from build_side.finetune.export_adapters import AdapterSession, export_adapters
+from build_side.finetune.export_adapters import AdapterSession, export_adapters, score_adapters
 from tests.conftest import cli
+from tests.finetune.conftest import tiny_config
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -51,7 +52,7 @@ def torch_last_logits(base: Path, adapter: Path | None, ids: list[int]) -> np.nd
 
 
 def test_fp32_base_and_adapters_match_pytorch(
-    tiny_model_dir: Path, peft_adapters: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path, peft_adapters: dict[str, Path], tmp_path: Path, task_file: Path
 ) -> None:
     from build_side.convert import load_variants
 
@@ -87,6 +88,15 @@ def test_fp32_base_and_adapters_match_pytorch(
         logits[None],
         atol=1e-5,
     )
+    # each adapter scored on a run's validation set through onnxruntime-genai (the run's finetune.json)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = tiny_config(task_file, eval__max_new_tokens=2)
+    (run / "finetune.json").write_text(json.dumps({"config": config.model_dump(mode="json")}))
+    (row,) = score_adapters(session, {"alpha": run}, limit=6)
+    assert (row["adapter"], row["metric"], row["examples"]) == ("alpha", "accuracy", 6)
+    assert 0 <= row["base"] <= 1 and 0 <= row["with_adapter"] <= 1
+    assert row["base_samples"][0]["answer"] != row["with_adapter_samples"][0]["answer"]
 
 
 def test_int4_export_bundle_and_try(

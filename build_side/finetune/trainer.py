@@ -326,15 +326,15 @@ def finetune(
 
     # 2. the base model, scored before any training, then wrapped with the adapter
     model = load_base(config, base_dir, device)
-    score = config.eval
+    ev = config.eval
     before = None
-    if score.before and checkpoint is None:
+    if ev.before and checkpoint is None:
         _say(
             progress,
             f"{config.name}: scoring the base model on {len(val_data)} validation examples ({metric})",
         )
         before = evaluate(
-            model, tokenizer, val_data, metric, score.max_new_tokens, score.max_examples, score.batch_size
+            model, tokenizer, val_data, metric, ev.max_new_tokens, ev.max_examples, ev.batch_size
         )
     model = add_adapter(config, model)
     if t.gradient_checkpointing:
@@ -380,7 +380,7 @@ def finetune(
             if state.step % eval_every and state.step != max_steps:
                 bar.update(state.step, loss=step_loss, lr=lr)
             else:
-                val_loss = validation_loss(model, val_data, pad_id, score.batch_size)
+                val_loss = validation_loss(model, val_data, pad_id, ev.batch_size)
                 train_loss = sum(state.since_eval) / len(state.since_eval)
                 state.since_eval.clear()
                 state.history.append(
@@ -407,6 +407,7 @@ def finetune(
     # 5. the best weights back in, the merge if asked for, the scores after, the record of it all
     if state.best_step:
         load_best(config, model, artifact)
+    model.config.use_cache = True  # generation from here on
     after = None
     if evaluate_after and not interrupted:
         _say(
@@ -414,7 +415,7 @@ def finetune(
             f"{config.name}: scoring the best weights (step {state.best_step}) on the validation set",
         )
         after = evaluate(
-            model, tokenizer, val_data, metric, score.max_new_tokens, score.max_examples, score.batch_size
+            model, tokenizer, val_data, metric, ev.max_new_tokens, ev.max_examples, ev.batch_size
         )
     merged = None
     if config.merge and not interrupted:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from tests.conftest import cli
+from typer.testing import CliRunner
+
+from build_side.cli.main import app
+
+runner = CliRunner()  # in-process: the suite pays the import of torch and transformers once
 
 
 def test_search_runs_trials_and_picks_the_lowest_validation_loss(
@@ -15,8 +18,8 @@ def test_search_runs_trials_and_picks_the_lowest_validation_loss(
     out = tmp_path / "search"
     args = ["finetune", str(tiny_model_dir), "--data", str(task_file), "--name", "colours", "--out", str(out)]
     args += ["--search", "2", "--max-steps", "4", "--eval-every", "2", "--max-new-tokens", "2"]
-    proc = subprocess.run(cli("slmops", *args), capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = runner.invoke(app, args)
+    assert proc.exit_code == 0, proc.output[-2000:]
     report = json.loads((out / "colours" / "search.json").read_text())
     trials = report["trials"]
     assert [t["trial"] for t in trials] == [1, 2]
@@ -34,10 +37,9 @@ def test_search_runs_trials_and_picks_the_lowest_validation_loss(
 def test_bad_data_is_one_clear_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "answer": "d"}\n')
-    proc = subprocess.run(
-        cli("slmops", "finetune", str(tiny_model_dir), "--data", str(bad), "--out", str(tmp_path / "o")),
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 1
+    proc = runner.invoke(
+        app, ["finetune", str(tiny_model_dir), "--data", str(bad), "--out", str(tmp_path / "o")]
+    )
+    assert proc.exit_code == 1
     assert f"Error: {bad}:2: output: missing (the response template uses {{output}})" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.output

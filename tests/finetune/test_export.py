@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from build_side.cli.main import app
 from build_side.finetune.export_adapters import AdapterSession, export_adapters, score_adapters
-from tests.conftest import cli
 from tests.finetune.conftest import tiny_config
 
+runner = CliRunner()
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -106,11 +107,19 @@ def test_int4_export_bundle_and_try(
 
     out = tmp_path / "export"
     pairs = [f"{n}={p}" for n, p in peft_adapters.items()]
-    made = subprocess.run(
-        cli("slmops", "adapters", "export", str(tiny_model_dir), *pairs, "--out", str(out), "--variant", "cpu-int4", "--json"),
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr[-2000:]
+    args = [
+        "adapters",
+        "export",
+        str(tiny_model_dir),
+        *pairs,
+        "--out",
+        str(out),
+        "--variant",
+        "cpu-int4",
+        "--json",
+    ]
+    made = runner.invoke(app, args)
+    assert made.exit_code == 0, made.output[-2000:]
     info = json.loads(made.stdout)
     assert info["precision"] == "int4" and set(info["adapter_files"]) == {"alpha", "beta"}
 
@@ -125,11 +134,10 @@ def test_int4_export_bundle_and_try(
         "beta.onnx_adapter",
     ]
 
-    tried = subprocess.run(
-        cli("slmops", "adapters", "try", str(bundle), "--prompt", "hello there", "--max-new-tokens", "6", "--json"),
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert tried.returncode == 0, tried.stderr[-2000:]
+    tried = runner.invoke(
+        app, ["adapters", "try", str(bundle), "--prompt", "hello there", "--max-new-tokens", "6", "--json"]
+    )
+    assert tried.exit_code == 0, tried.output[-2000:]
     answers = {row["adapter"]: row["answer"] for row in json.loads(tried.stdout)}
     assert set(answers) == {None, "alpha", "beta"}
     assert len({answers[None], answers["alpha"], answers["beta"]}) == 3  # each adapter changes the answer

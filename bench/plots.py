@@ -37,6 +37,7 @@ def _scatter(points: list[dict[str, object]], x: str, xlabel: str, title: str, p
         ax.annotate(
             str(p["case"]), (p[x], p["decode_tok_s"]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
+    ax.margins(x=0.15, y=0.12)  # room for the labels of the outermost points
     ax.set_xlabel(xlabel)
     ax.set_ylabel("decode tok/s (median)")
     ax.set_title(title)

@@ -105,9 +105,17 @@ class FinetuneConfig(Settings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     merge: bool = Field(False, description="lora/qlora: also write the merged full model")
+    quantize_base: Literal["none", "int4"] = Field(
+        "none",
+        description="lora: train against the base's int4 weights as the cpu-int4 variant stores them "
+        "(onnxruntime's RTN, symmetric), so the adapter learns around the quantization error",
+    )
+    quantize_block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="as the variant's block_size")
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:
         if self.method == "full" and self.merge:
             raise ValueError("merge applies to lora and qlora; a full fine-tune already is a full model")
+        if self.quantize_base != "none" and self.method != "lora":
+            raise ValueError("quantize_base applies to lora (qlora quantizes its base its own way)")
         return self

@@ -111,7 +111,12 @@ def load_base(config: FinetuneConfig, base_dir: Path, device: torch.device) -> A
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
         return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=quant, device_map={"": 0})
-    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if config.quantize_base == "int4":  # the weights the cpu-int4 variant runs, see quantsim.py
+        from build_side.finetune.quantsim import quantize_base
+
+        quantize_base(model, config.quantize_block_size)
+    return model.to(device)
 
 
 def add_adapter(config: FinetuneConfig, model: Any) -> Any:

@@ -20,7 +20,8 @@ def test_lora_lowers_validation_loss_and_writes_its_record(
     tiny_model_dir: Path, task_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    result = finetune(tiny_config(task_file, merge=True), tiny_model_dir, out, progress=False)
+    config = tiny_config(task_file, merge=True, train__gradient_checkpointing=True)
+    result = finetune(config, tiny_model_dir, out, progress=False)
     assert result.before is not None and result.after is not None
     assert result.after["metric"] == "accuracy" and result.before["examples"] == result.val_examples
     assert result.val_examples == 12 and result.train_examples == 60  # 1/6 of each colour held out

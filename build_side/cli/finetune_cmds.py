@@ -87,6 +87,9 @@ def finetune(
     metric: str | None = typer.Option(None, help="auto, accuracy, exact_match or perplexity."),
     max_new_tokens: int | None = typer.Option(None, help="Answer length when scoring."),
     merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Also write the merged full model."),
+    quantize_base: str | None = typer.Option(
+        None, help="int4: train LoRA against the weights the cpu-int4 variant runs (none: fp32)."
+    ),
     out: Path = typer.Option(
         Path("work/finetune"), "--out", "-o", help="Output folder (one sub-folder per adapter)."
     ),
@@ -138,6 +141,7 @@ def finetune(
         name=name,
         method=method,
         merge=merge,
+        quantize_base=quantize_base,
         data__train=str(data) if data else None,
         data__validation=str(val_data) if val_data else None,
         data__val_fraction=val_fraction,

@@ -6,6 +6,7 @@ become messages (FriendlyErrors). Heavy imports happen inside the commands.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -147,6 +148,10 @@ def train_cmd(
     keep_layers: int = typer.Option(
         None, help="Derive the student: keep this many teacher layers, evenly spaced."
     ),
+    select: str = typer.Option(
+        "even",
+        help="With --keep-layers: 'even' (spaced out) or 'block' (drop the contiguous block that moves the outputs least).",
+    ),
     layers: str = typer.Option(None, help="Derive the student from these teacher layers, e.g. 0,4,8,12."),
     student: str = typer.Option(
         None, help="Or a given smaller model source sharing the teacher's tokenizer."
@@ -181,6 +186,7 @@ def train_cmd(
     spec = StudentSpec(
         source=student,
         keep_layers=keep_layers,
+        select=select,
         layers=[int(x) for x in layers.split(",")] if layers else None,
     )
     cfg = TrainSettings(
@@ -207,6 +213,8 @@ def train_cmd(
     context = {"teacher": result.kept[0].teacher if result.kept else {}, "validation": result.counts()}
     with bar("student learning", steps, enabled=not json_out) as advance:
         trained = train(result.kept, teacher_dir, spec, cfg, out, context, advance)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate launch, one process reports
+        return
     if json_out:
         print_json(
             {"student": str(trained.student_dir), "steps": trained.steps, "val_loss": trained.val_loss}

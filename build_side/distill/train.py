@@ -88,7 +88,8 @@ def train(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
+    # On a machine with no GPU, cpu=True is what lets `torchrun`/`mpirun` processes join one gloo group.
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu or not _has_accelerator())
     main = accelerator.is_main_process
     set_seed(cfg.seed)
     if cfg.threads:
@@ -262,6 +263,11 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainSettings) -> None:
             f"the checkpoint was made with different settings ({', '.join(changed)}); "
             "resume with the same recipe, or train into a new output folder"
         )
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu and xpu.is_available()) or torch.backends.mps.is_available()
 
 
 def _versions() -> dict[str, str]:

@@ -1,7 +1,15 @@
 """One case in its own process: `python -m bench.child JOB.json RESULT.json`.
 
 Own process per case so peak RSS belongs to that case alone and one engine's threads, allocator or
-crash never touches another's figures. Progress goes to stdout as JSON lines for the parent's bar.
+crash never touches another's figures. The child loads its engine, says `ready`, then obeys the
+parent one command per stdin line, answering one JSON line on stdout each:
+
+    {"cmd": "run", "scenario": NAME, "warmup": false}  -> {"event": "ran"}   one pass over its prompts
+    {"cmd": "finish", "bandwidth": SUMMARY, "quality": QUALITYJOB}  -> {"event": "finished"}
+                                                       peak RSS, then quality, then the records
+
+so the parent decides the order: all of one case, or one repetition of every case in turn
+(interleaved, so a neighbour's load on a shared machine falls on every case alike).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.bandwidth import best
 from bench.cases import CaseSpec, Scenario
 from bench.engines import Engine, EngineInfo, engine_class
 from bench.quality import score_windows
@@ -43,8 +52,6 @@ class CaseJob(BaseModel):
     scenarios: list[Scenario] = Field(default_factory=list)
     warmup: int = Field(1, ge=0)
     repetitions: int = Field(3, ge=1)
-    quality: QualityJob | None = None
-    bandwidth: Summary | None = None
     texts: dict[str, str] = Field(default_factory=dict)
     chats: list[list[dict[str, str]]] = Field(default_factory=list)
 
@@ -60,18 +67,6 @@ def emit(**event: object) -> None:
     print(json.dumps(event), flush=True)
 
 
-def run_scenario(engine: Engine, scenario: Scenario, warmup: int, repetitions: int) -> list[GenerationTiming]:
-    for _ in range(warmup):
-        engine.generate(scenario.prompts[0], scenario.gen_tokens)
-        emit(event="step", what=f"{scenario.name} warm-up")
-    timings = []
-    for rep in range(repetitions):
-        for prompt in scenario.prompts:
-            timings.append(engine.generate(prompt, scenario.gen_tokens))
-        emit(event="step", what=f"{scenario.name} {rep + 1}/{repetitions}")
-    return timings
-
-
 def make_record(
     job: CaseJob,
     scenario: Scenario,
@@ -80,17 +75,18 @@ def make_record(
     load_time_s: float,
     rss_mb: float,
     quality: Quality | None,
+    bandwidth: Summary | None,
 ) -> BenchRecord:
     case = job.case
     prompt_lengths = [len(p) for p in scenario.prompts]
     bound = None
-    if job.bandwidth:
-        bound = decode_bound_tok_s(job.bandwidth.median * 1e9, info.weight_bytes_per_token)
+    if bandwidth:
+        bound = decode_bound_tok_s(best(bandwidth), info.weight_bytes_per_token)
     metrics = summarize_timings(timings)
     # The bound's two inputs travel with it, so a reader can check it.
     metrics["weight_mb_per_token"] = summarize([info.weight_bytes_per_token / 1e6], "MB")
-    if job.bandwidth:
-        metrics["mem_bandwidth_gb_s"] = job.bandwidth
+    if bandwidth:
+        metrics["mem_bandwidth_gb_s"] = bandwidth
     return BenchRecord(
         model=case.model,
         variant=case.variant,
@@ -119,29 +115,58 @@ def make_record(
     )
 
 
+def serve_commands(job: CaseJob, engine: Engine, load_time_s: float) -> CaseResult:
+    """Obey the parent's commands until `finish`; warm-up passes are run and not kept."""
+    scenarios = {s.name: s for s in job.scenarios}
+    timings: dict[str, list[GenerationTiming]] = {name: [] for name in scenarios}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "run":
+            scenario = scenarios[cmd["scenario"]]
+            ran = [engine.generate(prompt, scenario.gen_tokens) for prompt in scenario.prompts]
+            if not cmd.get("warmup"):
+                timings[scenario.name] += ran
+            emit(event="ran")
+        elif cmd["cmd"] == "finish":
+            bandwidth = Summary.model_validate(cmd["bandwidth"]) if cmd.get("bandwidth") else None
+            quality = QualityJob.model_validate(cmd["quality"]) if cmd.get("quality") else None
+            return finish(job, engine, timings, load_time_s, bandwidth, quality)
+    raise RuntimeError("the parent closed the command stream before `finish`")
+
+
+def finish(
+    job: CaseJob,
+    engine: Engine,
+    timings: dict[str, list[GenerationTiming]],
+    load_time_s: float,
+    bandwidth: Summary | None,
+    q: QualityJob | None,
+) -> CaseResult:
+    rss_mb = peak_rss_mb()  # before quality: its full-sequence logits are not what serving costs
+    info = engine.info()  # after: reading a model's metadata is not what serving costs either
+    quality = None
+    if q is not None:
+        quality = score_windows(engine.logits, q.ids, q.reference, q.text, q.reference_logits, q.save_logits)
+    records = [
+        make_record(job, s, timings[s.name], info, load_time_s, rss_mb, quality, bandwidth)
+        for s in job.scenarios
+        if timings[s.name]
+    ]
+    return CaseResult(records=records)
+
+
 def run_job(job: CaseJob) -> CaseResult:
     cls = engine_class(job.case.engine)
     start = time.perf_counter()
     engine = cls(job.case)
     load_time_s = time.perf_counter() - start
-    emit(event="step", what="loaded")
     if job.action == "tokenize":
         return CaseResult(
             tokens={name: engine.tokenize(text) for name, text in job.texts.items()},
             chat_ids=[engine.chat_ids(messages) for messages in job.chats],
         )
-    timings = {s.name: run_scenario(engine, s, job.warmup, job.repetitions) for s in job.scenarios}
-    rss_mb = peak_rss_mb()  # before quality: its full-sequence logits are not what serving costs
-    info = engine.info()  # after: reading a model's metadata is not what serving costs either
-    quality = None
-    if job.quality:
-        q = job.quality
-        quality = score_windows(engine.logits, q.ids, q.reference, q.text, q.reference_logits, q.save_logits)
-        emit(event="step", what="quality")
-    records = [
-        make_record(job, s, timings[s.name], info, load_time_s, rss_mb, quality) for s in job.scenarios
-    ]
-    return CaseResult(records=records)
+    emit(event="ready")
+    return serve_commands(job, engine, load_time_s)
 
 
 def main(argv: list[str]) -> int:
@@ -153,6 +178,7 @@ def main(argv: list[str]) -> int:
         # Reported in the case's record; the parent carries on with the other cases.
         result = CaseResult(error=f"{type(exc).__name__}: {exc}")
     result_path.write_text(result.model_dump_json(by_alias=True))
+    emit(event="finished", error=result.error)
     return 0 if result.error is None else 1
 
 

@@ -109,6 +109,12 @@ def compare(
     chat_tokens: int = typer.Option(64, help="Tokens generated per prompt in the chat scenario."),
     warmup: int = typer.Option(1, help="Warm-up runs per scenario, not measured."),
     reps: int = typer.Option(3, "--reps", "-n", help="Measured repetitions per scenario."),
+    interleave: bool = typer.Option(
+        True,
+        "--interleave/--sequential",
+        help="Run repetition k of every case before repetition k+1 of any (fair on a shared machine), "
+        "or each case to the end before the next.",
+    ),
     reference: str | None = typer.Option(
         None, help="Case label to measure quality against (default: the first case)."
     ),
@@ -133,9 +139,11 @@ def compare(
     """Compare bundle variants, ONNX folders, providers, thread counts and peer engines.
 
     Every case runs in its own process (so peak RSS is its own) on the same token ids: warm-up, then
-    repetitions, with a fixed number of generated tokens. Figures are medians; JSON keeps p90,
-    stddev and the raw samples. The decode bound is measured memory bandwidth / weight bytes read
-    per token. Exit status 1 when any case failed (its row says why).
+    repetitions, with a fixed number of generated tokens; by default the repetitions of all cases
+    are interleaved, so a neighbour's load on a shared machine falls on every case alike. Figures
+    are medians; JSON keeps p90, stddev and the raw samples. The decode bound is measured memory
+    read bandwidth / weight bytes read per token. Exit status 1 when any case failed (its row says
+    why).
 
     Example: bench compare --onnx cpu-int4 --onnx cpu-fp32 --gguf model.Q4_1.gguf -t 2 -s pp128-tg128
     """
@@ -158,6 +166,7 @@ def compare(
         scenarios=scenario,
         warmup=warmup,
         repetitions=reps,
+        interleave=interleave,
         chat_tokens=chat_tokens,
         reference=reference,
         quality=quality,

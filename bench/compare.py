@@ -6,8 +6,6 @@ Measuring lives here and in bench.child; presenting lives in bench.report and be
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +15,8 @@ from pathlib import Path
 from bench.bandwidth import measure_bandwidth
 from bench.cases import CaseSpec, Scenario, fixed_prompt, parse_scenario
 from bench.child import CaseJob, CaseResult, QualityJob
+from bench.runner import CaseProcess
+from edge_agent.bench_metrics import summarize
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord, Summary
 from edge_agent.errors import ContractError, ModelRuntimeError
 from edge_agent.evaluation import text_label
@@ -35,6 +35,7 @@ class CompareOptions:
     quality_text: Path | None = None  # None: bench/data/prose.txt
     quality_tokens: int | None = None  # cap on scored tokens; None: the whole text
     bandwidth: bool = True
+    interleave: bool = True  # one repetition of every case in turn, rather than case after case
     case_timeout_s: float = 1800.0
 
 
@@ -61,40 +62,9 @@ def chat_prompts() -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": p}] for p in prompts]
 
 
-def run_child(job: CaseJob, workdir: Path, progress: Progress, timeout_s: float) -> CaseResult:
-    """Run one job in a fresh interpreter; a crash or a timeout becomes the result's error."""
-    job_path = workdir / f"job-{job.case.label.replace('/', '_')}.json"
-    result_path = job_path.with_suffix(".result.json")
-    job_path.write_text(job.model_dump_json(by_alias=True))
-    result_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "bench.child", str(job_path), str(result_path)]
-    stderr_path = job_path.with_suffix(".stderr")
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                if line.startswith("{"):
-                    try:
-                        event = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if event.get("event") == "step":
-                        progress(job.case.label, event.get("what", ""))
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return CaseResult(error=f"timed out after {timeout_s:.0f} s")
-    if result_path.is_file():
-        return CaseResult.model_validate_json(result_path.read_text())
-    tail = stderr_path.read_text()[-1500:].strip()
-    return CaseResult(error=f"child exited with status {proc.returncode}: {tail}")
-
-
 def count_steps(cases: list[CaseSpec], opts: CompareOptions) -> int:
-    """Progress steps each case reports: load, warm-ups and repetitions per scenario, quality."""
-    per_case = 1 + len(opts.scenarios) * (opts.warmup + opts.repetitions) + (1 if opts.quality else 0)
+    """Progress steps of a comparison: per case load, warm-ups and repetitions per scenario, finish."""
+    per_case = 1 + len(opts.scenarios) * (opts.warmup + opts.repetitions) + 1
     return len(cases) * per_case + 1  # + the tokenizer run
 
 
@@ -148,12 +118,8 @@ def run_compare(
     text_name = text_label(Path(str(text_path)).name, text)
     with tempfile.TemporaryDirectory(prefix="slmops-bench-") as tmp:
         workdir = Path(tmp)
-        tokenized = run_child(
-            CaseJob(action="tokenize", case=cases[0], texts={"prose": text}, chats=chat_prompts()),
-            workdir,
-            lambda label, what: None,
-            opts.case_timeout_s,
-        )
+        job = CaseJob(action="tokenize", case=cases[0], texts={"prose": text}, chats=chat_prompts())
+        tokenized = CaseProcess(job, workdir, opts.case_timeout_s).wait_result()
         if tokenized.error:
             raise ModelRuntimeError(
                 f"{cases[0].label}: could not tokenize the bench texts: {tokenized.error}"
@@ -161,40 +127,132 @@ def run_compare(
         progress("tokenizer", "done")
         prose_ids = tokenized.tokens["prose"]
         scenarios = build_scenarios(opts.scenarios, prose_ids, tokenized.chat_ids, opts.chat_tokens)
-        threads = max((c.threads or 1) for c in cases)
-        bandwidth: Summary | None = measure_bandwidth(threads) if opts.bandwidth else None
-
-        quality_ids = prose_ids[: opts.quality_tokens] if opts.quality_tokens else prose_ids
         context = max(len(p) + s.gen_tokens for s in scenarios for p in s.prompts)
-        ref_path = workdir / "reference-logits.npy"
-        ref_ok = False
-        records: list[BenchRecord] = []
-        for case in cases:
-            quality = None
-            if opts.quality:
-                is_ref = case.label == reference
-                quality = QualityJob(
-                    ids=quality_ids,
-                    text=text_name,
-                    reference=reference,
-                    reference_logits=ref_path if (ref_ok and not is_ref) else None,
-                    save_logits=ref_path if is_ref else None,
-                )
-            job = CaseJob(
+        jobs = [
+            CaseJob(
                 case=case.model_copy(update={"context_tokens": context}),
                 scenarios=scenarios,
                 warmup=opts.warmup,
                 repetitions=opts.repetitions,
-                quality=quality,
-                bandwidth=bandwidth,
             )
-            result = run_child(job, workdir, progress, opts.case_timeout_s)
-            if result.error:
-                records += error_records(case, opts.scenarios, result.error)
-            else:
-                records += result.records
-                ref_ok = ref_ok or case.label == reference
+            for case in cases
+        ]
+        quality = QualityPlan(opts, prose_ids, text_name, reference, workdir / "reference-logits.npy")
+        measure = (lambda threads: measure_bandwidth(threads)) if opts.bandwidth else (lambda threads: None)
+        if opts.interleave:
+            results = run_interleaved(jobs, workdir, opts, scenarios, quality, measure, progress)
+        else:
+            results = run_sequential(jobs, workdir, opts, scenarios, quality, measure, progress)
+    records: list[BenchRecord] = []
+    for case, result in zip(cases, results, strict=True):
+        records += error_records(case, opts.scenarios, result.error) if result.error else result.records
     return records
+
+
+@dataclass
+class QualityPlan:
+    """Who scores what: the reference saves its logits; the others compare once it succeeded."""
+
+    opts: CompareOptions
+    prose_ids: list[int]
+    text: str
+    reference: str
+    path: Path
+    reference_ok: bool = False
+
+    def job(self, label: str) -> QualityJob | None:
+        if not self.opts.quality:
+            return None
+        ids = self.prose_ids[: self.opts.quality_tokens] if self.opts.quality_tokens else self.prose_ids
+        is_ref = label == self.reference
+        return QualityJob(
+            ids=ids,
+            text=self.text,
+            reference=self.reference,
+            reference_logits=self.path if (self.reference_ok and not is_ref) else None,
+            save_logits=self.path if is_ref else None,
+        )
+
+    def done(self, label: str, result: CaseResult) -> None:
+        self.reference_ok = self.reference_ok or (label == self.reference and not result.error)
+
+
+Measure = Callable[[int], Summary | None]
+
+
+def run_sequential(
+    jobs: list[CaseJob],
+    workdir: Path,
+    opts: CompareOptions,
+    scenarios: list[Scenario],
+    quality: QualityPlan,
+    measure: Measure,
+    progress: Progress,
+) -> list[CaseResult]:
+    """One case after another: load, warm-ups, repetitions, finish; bandwidth measured before each."""
+    results = []
+    for job in jobs:
+        label = job.case.label
+        bandwidth = measure(job.case.threads or 1)
+        proc = CaseProcess(job, workdir, opts.case_timeout_s)
+        try:
+            proc.wait_ready()
+            progress(label, "loaded")
+            for s in scenarios:
+                for i in range(opts.warmup + opts.repetitions):
+                    proc.run(s.name, warmup=i < opts.warmup)
+                    progress(label, f"{s.name} {'warm-up' if i < opts.warmup else i - opts.warmup + 1}")
+            result = proc.finish(bandwidth, quality.job(label))
+        finally:
+            proc.close()
+        progress(label, "finished")
+        quality.done(label, result)
+        results.append(result)
+    return results
+
+
+def run_interleaved(
+    jobs: list[CaseJob],
+    workdir: Path,
+    opts: CompareOptions,
+    scenarios: list[Scenario],
+    quality: QualityPlan,
+    measure: Measure,
+    progress: Progress,
+) -> list[CaseResult]:
+    """Every case loaded in its own process, then each repetition run by every case in turn.
+
+    On a shared machine a neighbour's burst then costs every case the same repetition, not one case
+    all of its repetitions; bandwidth is sampled before every round and the best sample bounds all.
+    """
+    procs = []
+    try:
+        for job in jobs:  # loaded one after another: load time is not shared either
+            procs.append(CaseProcess(job, workdir, opts.case_timeout_s))
+            procs[-1].wait_ready()
+            progress(job.case.label, "loaded")
+        samples: list[float] = []
+        threads = max(job.case.threads or 1 for job in jobs)
+        for s in scenarios:
+            for i in range(opts.warmup + opts.repetitions):
+                warmup = i < opts.warmup
+                if not warmup and (bw := measure(threads)):
+                    samples += bw.samples
+                for proc in procs:
+                    proc.run(s.name, warmup=warmup)
+                    progress(proc.label, f"{s.name} {'warm-up' if warmup else i - opts.warmup + 1}")
+        bandwidth = summarize(samples, "GB/s") if samples else None
+        results = []
+        for proc in procs:  # the reference first: the others compare with its saved logits
+            result = proc.finish(bandwidth, quality.job(proc.label))
+            proc.close()
+            progress(proc.label, "finished")
+            quality.done(proc.label, result)
+            results.append(result)
+        return results
+    finally:
+        for proc in procs:
+            proc.close()
 
 
 __all__ = ["CompareOptions", "label_cases", "run_compare"]

@@ -81,7 +81,7 @@ def test_outputs_in_every_format(compare_run: CompareRun) -> None:
         md[0].startswith("| case | scenario |")
         and len([line for line in md if line.startswith("|")]) == 2 + 6
     )
-    assert md[-1].startswith("decode bound = memory bandwidth ")
+    assert md[-1].startswith("decode bound = memory read bandwidth ")
     assert any(line.startswith("| pytorch:fp32 | chat |") for line in md)
 
 
@@ -130,3 +130,20 @@ def test_untrusted_bundle_is_refused(make_bundle, registry_dir, registry_server,
     )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "not trusted" in proc.stderr
+
+
+def test_a_failing_case_is_reported_and_the_others_run(tiny_variants, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "cpu-broken"
+    broken.mkdir()
+    (broken / "genai_config.json").write_text((tiny_variants["cpu-int4"] / "genai_config.json").read_text())
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    for mode in ("--interleave", "--sequential"):
+        argv = cli(
+            "bench", "compare", "--onnx", str(tiny_variants["cpu-int4"]), "--onnx", str(broken), mode,
+            "-t", "1", "-s", "pp8-tg4", "--warmup", "0", "--reps", "1", "--no-quality", "--json", "--no-save",
+        )  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        good, bad = (BenchRecord.model_validate(r) for r in json.loads(proc.stdout))
+        assert good.variant == "cpu-int4" and good.error is None and good.metrics["decode_tok_s"].median > 0
+        assert bad.variant == "cpu-broken" and bad.error and "could not load" in bad.error

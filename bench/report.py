@@ -113,7 +113,7 @@ def bandwidth_note(records: Sequence[BenchRecord]) -> str | None:
         return None
     span = f"{min(bests):.1f} GB/s" if min(bests) == max(bests) else f"{min(bests):.1f}-{max(bests):.1f} GB/s"
     return (
-        f"decode bound = memory read bandwidth (best numpy pass over 256 MB, measured before each case: "
+        f"decode bound = memory read bandwidth (best numpy pass over 256 MB, sampled during the run: "
         f"{span}) / weight bytes read per token"
     )
 

@@ -65,7 +65,7 @@ def generate(
     from build_side.distill.config import GenerationSettings, ValidationSettings
     from build_side.distill.generate import generate_records
     from build_side.distill.progress import bar
-    from build_side.distill.records import read_prompts, read_records
+    from build_side.distill.records import completed_ids, read_prompts, read_records
     from build_side.distill.teachers import open_teacher
     from build_side.distill.validate import validate
 
@@ -82,8 +82,6 @@ def generate(
     items = read_prompts(prompts, limit)
     with console.status("loading the teacher ..."):
         t = open_teacher(teacher, teacher_url, teacher_model, api_key, threads)
-    from build_side.distill.records import completed_ids
-
     done = len({p.id for p in items} & completed_ids(out))
     with bar("teacher answering", total=len(items), done=done, enabled=not json_out) as advance:
         result = generate_records(t, items, out, settings, advance)

@@ -272,6 +272,9 @@ def report_cmd(
     new_tokens: int = typer.Option(32, help="Fixed number of generated tokens per timed run."),
     repeats: int = typer.Option(2, help="Timed runs per prompt, after a warm-up."),
     threads: int = typer.Option(None, help="Threads for every model (torch and onnxruntime)."),
+    recipe: Path = typer.Option(
+        None, "--recipe", help="Take the settings from this recipe's distill.report instead.", exists=True
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare teacher and student: perplexity, top-1 agreement and KL, task score, decode tok/s, TTFT,
@@ -292,6 +295,13 @@ def report_cmd(
         speed_repeats=repeats,
         threads=threads,
     )
+    base_dir = None
+    if recipe:
+        from build_side.distill.recipe import load_recipe
+
+        _, section = load_recipe(recipe)
+        settings = section.report or settings
+        base_dir = Path(section.base_dir) if section.base_dir else None
     heldout = []
     if data and train_dir:
         val_ids = set(json.loads((train_dir / "distill_config.json").read_text()).get("val_ids", []))
@@ -300,7 +310,7 @@ def report_cmd(
         teacher_dir = prepare(teacher).path
     say = (lambda m: None) if json_out else console.print
     report = build_report(
-        teacher_dir, student, out, settings, heldout, train_dir, teacher_onnx, student_onnx, say=say
+        teacher_dir, student, out, settings, heldout, train_dir, teacher_onnx, student_onnx, base_dir, say
     )
     if json_out:
         print_json(report)

@@ -192,9 +192,15 @@ class IndexRead:
     problem: str | None  # why the signature was not verified
 
 
-def _fetch(location: str, name: str) -> bytes | None:
-    if location.startswith(("http://", "https://")):
-        url = location.rstrip("/") + "/" + name
+def is_url(location: str | Path) -> bool:
+    return str(location).startswith(("http://", "https://"))
+
+
+def read_registry_file(location: str | Path, rel: str) -> bytes | None:
+    """Bytes of one registry file from a directory or URL, or None when the registry lacks it."""
+    location = str(location)
+    if is_url(location):
+        url = location.rstrip("/") + "/" + rel
         try:
             resp = httpx.get(url, timeout=30, follow_redirects=True)
         except httpx.HTTPError as exc:
@@ -204,9 +210,9 @@ def _fetch(location: str, name: str) -> bytes | None:
         if resp.status_code != 200:
             raise RegistryError(f"{url}: HTTP {resp.status_code}")
         return resp.content
-    path = Path(location) / name
     if not Path(location).is_dir():
         raise RegistryError(f"{location}: no such registry directory")
+    path = Path(location) / rel
     return path.read_bytes() if path.is_file() else None
 
 
@@ -216,14 +222,14 @@ def read_index(location: str | Path, trusted: TrustedKeys | None = None) -> Inde
     An unsigned or untrusted index is still returned (listing is informational); `verified` and
     `problem` say what held. A registry with no index yet reads as empty."""
     location = str(location)
-    data = _fetch(location, INDEX)
+    data = read_registry_file(location, INDEX)
     if data is None:
         return IndexRead(RegistryIndex(), None, False, "the registry has no index.json yet")
     try:
         index = RegistryIndex.model_validate_json(data)
     except ValidationError as exc:
         raise RegistryError(f"{location}/{INDEX}: {describe_validation_error(exc)}") from exc
-    sig = _fetch(location, INDEX_SIG)
+    sig = read_registry_file(location, INDEX_SIG)
     key_id = json.loads(sig).get("key_id") if sig else None
     if sig is None:
         return IndexRead(index, None, False, "index.sig is missing")

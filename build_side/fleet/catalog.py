@@ -9,11 +9,9 @@ the same document works for every device whatever address it reaches the registr
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import httpx
 
 from build_side.fleet.errors import BundleNotFoundError
+from build_side.registry import is_url, read_registry_file
 from edge_agent.bundle_check import parse_manifest
 from edge_agent.contracts import BundleRef
 from edge_agent.contracts.common import NAME_RE, SEMVER_RE
@@ -29,37 +27,8 @@ def parse_ref(text: str) -> tuple[str, str]:
     return name, version
 
 
-def is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://"))
-
-
 def manifest_path(name: str, version: str) -> str:
     return f"bundles/{name}/{version}/manifest.json"
-
-
-def read_registry_file(location: str, rel: str) -> bytes | None:
-    """Bytes of one registry file, or None when the registry does not have it."""
-    if is_url(location):
-        url = location.rstrip("/") + "/" + rel
-        try:
-            resp = httpx.get(url, timeout=30, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise RegistryError(f"cannot reach the registry at {location} ({exc})") from exc
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise RegistryError(f"{url}: HTTP {resp.status_code}")
-        return resp.content
-    root = Path(location)
-    if not root.is_dir():
-        raise RegistryError(f"registry directory {root} does not exist")
-    path = root / rel
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RegistryError(f"{path}: {exc}") from exc
 
 
 def resolve_bundle(location: str, ref: str) -> BundleRef:

@@ -25,6 +25,13 @@ CANDIDATES: dict[str, list[str]] = {
     "asym-int8head": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn"],
     "gguf-uint8zp": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "uint8"],
     "gguf-offset": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "offset"],
+    # the recipe's cpu-int4 (1.2.0): remainder as extra 4-bit digits, gate + up in one MatMul
+    "gguf-fused": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "fused"],
+    # recipe 1.1.0: exact with fp32 activations, but the 8-bit head is de-quantized every token
+    "gguf-offset-acc1": [
+        *["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "offset"],
+        *["--accuracy-level", "1"],
+    ],
 }
 
 
@@ -33,38 +40,17 @@ def _gguf() -> str:
     return subprocess.check_output([sys.executable, "-c", code], text=True).strip()
 
 
+def _convert(variant: str, out: Path, options: list[str]) -> None:
+    cmd = [sys.executable, "-m", "build_side", "convert", SOURCE, "-v", variant, "-o", str(out)]
+    subprocess.run([*cmd, *options, "--no-eval"], check=True)
+
+
 def build(ids: list[str]) -> None:
-    ref = OUT / "reference"
-    if not (ref / "cpu-fp32").exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "build_side",
-            "convert",
-            SOURCE,
-            "-v",
-            "cpu-fp32",
-            "-o",
-            str(ref),
-            "--no-eval",
-        ]
-        subprocess.run(cmd, check=True)
+    if not (OUT / "reference" / "cpu-fp32").exists():
+        _convert("cpu-fp32", OUT / "reference", [])
     for vid in ids:
-        folder = OUT / vid
-        if (folder / vid).exists():
-            continue
-        cmd = [
-            sys.executable,
-            "-m",
-            "build_side",
-            "convert",
-            SOURCE,
-            "-v",
-            f"{vid}=cpu-int4",
-            "-o",
-            str(folder),
-        ]
-        subprocess.run([*cmd, *CANDIDATES[vid], "--no-eval"], check=True)
+        if not (OUT / vid / vid).exists():
+            _convert(f"{vid}=cpu-int4", OUT / vid, CANDIDATES[vid])
 
 
 def compare(ids: list[str], reps: int, quality_tokens: int) -> None:

@@ -86,11 +86,12 @@ class VariantSpec(BaseModel):
     symmetric: bool | None = None
     algorithm: Literal["rtn", "k_quant"] | None = None
     int8_lm_head: bool = Field(False, description="keep the LM head (the last MatMul) in int8")
-    gguf_blocks: Literal["offset", "float", "uint8"] | None = Field(
+    gguf_blocks: Literal["fused", "offset", "float", "uint8"] | None = Field(
         None,
         description="when the source is a Q4_1 GGUF: carry its 4-bit blocks (and Q8_0 embedding) into the "
-        "ONNX weights instead of quantizing the de-quantized weights again. offset: exact (integer zero "
-        "points plus a per-block remainder); float: exact, float zero points (slow on CPU); uint8: "
+        "ONNX weights instead of quantizing the de-quantized weights again. fused: near exact and fast "
+        "(integer zero points, the per-block remainder as extra 4-bit digits in the same MatMul); "
+        "offset: exact (integer zero points plus a per-block remainder in separate nodes); float: exact, float zero points (slow on CPU); uint8: "
         "zero points rounded (fast, not exact)",
     )
     extra_options: dict[str, str] = Field(default_factory=dict, description="passed to the builder as is")

@@ -130,8 +130,9 @@ def convert(
     ),
     gguf_blocks: str = typer.Option(
         None,
-        help="int4 from a Q4_1 GGUF source: carry its blocks over instead of quantizing again: offset "
-        "(exact), float (exact, slow on CPU) or uint8 (rounded). Needs --int8-lm-head, block size 32.",
+        help="int4 from a Q4_1 GGUF source: carry its blocks over instead of quantizing again: fused "
+        "(near exact, fast), offset (exact), float (exact, slow on CPU) or uint8 (rounded). Needs "
+        "--int8-lm-head, block size 32.",
     ),
     adapter: list[str] = typer.Option(
         None, "--adapter", help="NAME=PEFT_DIR: a LoRA adapter merged into the weights (repeatable)."

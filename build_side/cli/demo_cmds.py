@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     prompt: str = typer.Option(
-        "What is the capital of France?", "--prompt", "-p", help="The question to ask the device."
+        "Name three primary colors.", "--prompt", "-p", help="The question to ask the device."
     ),
     transport: str = typer.Option(
         "auto",

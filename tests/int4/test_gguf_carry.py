@@ -62,45 +62,71 @@ def test_gguf_blocks_needs_block_32_and_int8_head() -> None:
         VariantSpec(id="cpu-int4", gguf_blocks="offset", int8_lm_head=True, block_size=64)
 
 
-def _tiny_pair(tmp_path, rows: int = 8, cols: int = 64):
-    """A one-MatMulNBits ONNX graph named like the builder's down_proj, and a GGUF with its Q4_1 weight."""
+LINEARS = {
+    "down": ("ffn_down", "mlp/down_proj"),
+    "gate": ("ffn_gate", "mlp/gate_proj"),
+    "up": ("ffn_up", "mlp/up_proj"),
+}
+
+
+def _tiny_model(tmp_path, linears: tuple[str, ...] = ("down",), rows: int = 8, cols: int = 64):
+    """An ONNX graph of MatMulNBits nodes named like the builder's, all reading input x, and a GGUF
+    with their Q4_1 weights. Returns the variant folder, the GGUF and {output: de-quantized weight}."""
     import gguf
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.random.default_rng(2).normal(size=(rows, cols)).astype(np.float32)
-    raw = quants.quantize(w, QT.Q4_1)
+    rng = np.random.default_rng(2)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
     writer.add_head_count(2)
     writer.add_head_count_kv(2)
-    writer.add_tensor("blk.0.ffn_down.weight", raw, raw_shape=raw.shape, raw_dtype=QT.Q4_1)
+    blocks = cols // 32
+    nodes, inits, outputs, weights = [], [], [], {}
+    for kind in linears:
+        gname, path = LINEARS[kind]
+        w = rng.normal(size=(rows, cols)).astype(np.float32)
+        raw = quants.quantize(w, QT.Q4_1)
+        writer.add_tensor(f"blk.0.{gname}.weight", raw, raw_shape=raw.shape, raw_dtype=QT.Q4_1)
+        weights[f"y_{kind}"] = quants.dequantize(raw, QT.Q4_1)
+        inits += [
+            numpy_helper.from_array(np.zeros((rows, blocks, 16), np.uint8), f"w_{kind}"),
+            numpy_helper.from_array(np.ones((rows, blocks), np.float32), f"s_{kind}"),
+            numpy_helper.from_array(np.zeros((rows, (blocks + 1) // 2), np.uint8), f"zp_{kind}"),
+        ]
+        nodes.append(helper.make_node(
+            "MatMulNBits", ["x", f"w_{kind}", f"s_{kind}", f"zp_{kind}"], [f"y_{kind}"],
+            f"/model/layers.0/{path}/MatMul_Q4",
+            domain="com.microsoft", K=cols, N=rows, bits=4, block_size=32, accuracy_level=0,
+        ))  # fmt: skip
+        outputs.append(helper.make_tensor_value_info(f"y_{kind}", TensorProto.FLOAT, [1, None, rows]))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    blocks = cols // 32
-    inits = [
-        numpy_helper.from_array(np.zeros((rows, blocks, 16), np.uint8), "w"),
-        numpy_helper.from_array(np.ones((rows, blocks), np.float32), "s"),
-        numpy_helper.from_array(np.zeros((rows, (blocks + 1) // 2), np.uint8), "zp"),
-    ]
-    node = helper.make_node(
-        "MatMulNBits", ["x", "w", "s", "zp"], ["y"], "/model/layers.0/mlp/down_proj/MatMul_Q4",
-        domain="com.microsoft", K=cols, N=rows, bits=4, block_size=32, accuracy_level=0,
-    )  # fmt: skip
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, cols])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None, rows])],
-        inits,
-    )  # fmt: skip
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, cols])], outputs, inits
+    )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     )
     variant = tmp_path / "variant"
     variant.mkdir()
     onnx.save(model, str(variant / "model.onnx"))
-    return variant, tmp_path / "m.gguf", quants.dequantize(raw, QT.Q4_1)
+    return variant, tmp_path / "m.gguf", weights
+
+
+def _tiny_pair(tmp_path, rows: int = 8, cols: int = 64):
+    variant, gguf_path, weights = _tiny_model(tmp_path, ("down",), rows, cols)
+    return variant, gguf_path, weights["y_down"]
+
+
+def _run(variant, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(variant / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {"x": x}), strict=True))
 
 
 @pytest.mark.parametrize("mode", ["offset", "float"])
@@ -122,3 +148,31 @@ def test_uint8_zero_points_are_not_exact(tmp_path) -> None:
     x = np.random.default_rng(3).normal(size=(1, 3, w.shape[1])).astype(np.float32)
     sess = ort.InferenceSession(str(variant / "model.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"x": x})[0] - x @ w.T).max() > 1e-2
+
+
+@pytest.mark.parametrize("cols", [64, 1536])
+def test_fused_remainder_is_near_exact_and_far_better_than_rounding(tmp_path, cols: int) -> None:
+    """The fused mode's error is a small fraction of the rounded zero points' (uint8 mode's)."""
+    x = np.random.default_rng(3).normal(size=(1, 3, cols)).astype(np.float32)
+    variant, gguf_path, w = _tiny_pair(tmp_path / "fused", rows=16, cols=cols)
+    assert gc.carry_gguf_blocks(variant, gguf_path, "fused")["q4_1"] == 1
+    fused_err = np.abs(_run(variant, x)["y_down"] - x @ w.T).max()
+    variant, gguf_path, w = _tiny_pair(tmp_path / "uint8", rows=16, cols=cols)
+    gc.carry_gguf_blocks(variant, gguf_path, "uint8")
+    rounded_err = np.abs(_run(variant, x)["y_down"] - x @ w.T).max()
+    assert fused_err < rounded_err / 100
+    assert fused_err < 1e-3 * np.abs(x @ w.T).max()
+
+
+def test_fused_mode_folds_gate_and_up_into_one_matmul(tmp_path) -> None:
+    import onnx
+
+    variant, gguf_path, weights = _tiny_model(tmp_path, ("gate", "up"), rows=8, cols=64)
+    counts = gc.carry_gguf_blocks(variant, gguf_path, "fused")
+    assert counts["q4_1"] == 2 and counts["merged"] == 2
+    ops = [n.op_type for n in onnx.load(str(variant / "model.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 1 and ops.count("Split") == 1
+    x = np.random.default_rng(4).normal(size=(1, 2, 64)).astype(np.float32)
+    out = _run(variant, x)
+    for name, w in weights.items():
+        np.testing.assert_allclose(out[name], x @ w.T, rtol=1e-3, atol=1e-3)

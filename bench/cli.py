@@ -53,19 +53,19 @@ def wide_console() -> Console:
 SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".md": "md"}
 
 
-def emit(records: list, fmt: Format, outputs: list[Path], title: str) -> None:
+def emit(records: list, fmt: Format, outputs: list[Path], title: str, baseline: str | None = None) -> None:
     """Print records in the chosen format; write each --output in the format its suffix names."""
     from bench import report
 
     if fmt is Format.table:
-        wide_console().print(report.table(records, title=title))
+        wide_console().print(report.table(records, title=title, baseline=baseline))
     else:
-        text = report.render(records, fmt.value)
+        text = report.render(records, fmt.value, baseline)
         print(text, end="" if text.endswith("\n") else "\n")
     for path in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         name = SUFFIX_FORMATS.get(path.suffix.lower(), "md" if fmt is Format.table else fmt.value)
-        path.write_text(report.render(records, name))
+        path.write_text(report.render(records, name, baseline))
 
 
 @app.command("compare")
@@ -118,6 +118,11 @@ def compare(
     reference: str | None = typer.Option(
         None, help="Case label to measure quality against (default: the first case)."
     ),
+    baseline: str | None = typer.Option(
+        None,
+        help="Case label the 'x base' column divides decode speed by, repetition by repetition "
+        "(default: the reference).",
+    ),
     quality: bool = typer.Option(
         True, "--quality/--no-quality", help="Perplexity, KL and top-1 against the reference."
     ),
@@ -151,6 +156,7 @@ def compare(
     from bench import plots as plotting
     from bench.compare import CompareOptions, count_steps, label_cases, run_compare
     from bench.inputs import bundle_cases, expand, load_bundle, path_case
+    from edge_agent.errors import ContractError
     from edge_agent.signing import TrustedKeys
 
     fmt = Format.json if as_json else fmt
@@ -162,6 +168,8 @@ def compare(
     cases += [path_case("pytorch", p) for p in pytorch]
     cases += [path_case("llama.cpp", p) for p in gguf]
     cases = label_cases(expand(cases, provider, list(threads) or [os.cpu_count() or 1]))
+    if baseline is not None and baseline not in (names := [c.label for c in cases]):
+        raise ContractError("--baseline", f"{baseline!r} is not one of the cases {names}")
     opts = CompareOptions(
         scenarios=scenario,
         warmup=warmup,
@@ -186,7 +194,7 @@ def compare(
         path = results or history.default_results_path()
         history.append_records(path, records)
         err.print(f"appended {len(records)} records to {path}")
-    emit(records, fmt, output, "bench compare")
+    emit(records, fmt, output, "bench compare", baseline)
     if plots:
         for p in plotting.write_plots(records, plots):
             err.print(f"plot: {p}")

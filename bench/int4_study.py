@@ -68,7 +68,8 @@ def compare(ids: list[str], reps: int, quality_tokens: int) -> None:
     for vid in ids:
         cmd += ["--onnx", str(OUT / vid / vid)]
     cmd += ["-t", "2", "-s", "pp128-tg128", "-n", str(reps), "--quality-tokens", str(quality_tokens)]
-    cmd += ["--reference", "cpu-fp32", "-o", str(OUT / "compare.md"), "-o", str(OUT / "compare.json")]
+    cmd += ["--reference", "cpu-fp32", "--baseline", "llama.cpp:q4_1"]
+    cmd += ["-o", str(OUT / "compare.md"), "-o", str(OUT / "compare.json")]
     subprocess.run(cmd, check=True)
 
 

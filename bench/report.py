@@ -1,6 +1,10 @@
 """Present records: a rich table, JSON, CSV and Markdown. Nothing here measures anything.
 
 Rows are flat dicts built once (`rows`), so every format shows the same figures.
+
+"x base" is decode speed relative to a baseline case, paired by repetition: with interleaved runs,
+repetition k of every case ran back to back, so dividing within each repetition cancels most of a
+host's drift, which single medians taken minutes apart do not.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from collections.abc import Sequence
 
 from rich.table import Table
@@ -27,6 +32,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("ttft_ms", "TTFT ms", "{:.1f}"),
     ("prefill_tok_s", "prefill tok/s", "{:.0f}"),
     ("decode_tok_s", "decode tok/s", "{:.1f}"),
+    ("decode_x_base", "x base", "{:.2f}"),
     ("tpot_ms", "TPOT ms", "{:.2f}"),
     ("e2e_tok_s", "e2e tok/s", "{:.1f}"),
     ("decode_bound_tok_s", "bound tok/s", "{:.0f}"),
@@ -82,8 +88,34 @@ def row(r: BenchRecord, label: str) -> dict[str, object]:
     return out
 
 
-def rows(records: Sequence[BenchRecord]) -> list[dict[str, object]]:
-    return [row(r, label) for r, label in zip(records, labels(records), strict=True)]
+def paired_speedups(
+    records: Sequence[BenchRecord], names: Sequence[str], baseline: str | None
+) -> dict[tuple[str, str], float]:
+    """(case, scenario) -> median over repetitions of its decode tok/s / the baseline's in the same
+    repetition. Baseline: a case label, default the first case (the quality reference)."""
+    base_name = baseline or (names[0] if names else None)
+    base = {
+        r.scenario: r.metrics["decode_tok_s"].samples
+        for r, n in zip(records, names, strict=True)
+        if n == base_name and "decode_tok_s" in r.metrics
+    }
+    out: dict[tuple[str, str], float] = {}
+    for r, name in zip(records, names, strict=True):
+        s, b = r.metrics.get("decode_tok_s"), base.get(r.scenario)
+        if s and b and len(s.samples) == len(b) and all(b):
+            out[(name, r.scenario)] = statistics.median(x / y for x, y in zip(s.samples, b, strict=True))
+    return out
+
+
+def rows(records: Sequence[BenchRecord], baseline: str | None = None) -> list[dict[str, object]]:
+    names = labels(records)
+    speedups = paired_speedups(records, names, baseline)
+    out = []
+    for r, name in zip(records, names, strict=True):
+        data = row(r, name)
+        data["decode_x_base"] = speedups.get((name, r.scenario))
+        out.append(data)
+    return out
 
 
 def fmt(value: object, spec: str) -> str:
@@ -118,11 +150,11 @@ def bandwidth_note(records: Sequence[BenchRecord]) -> str | None:
     )
 
 
-def table(records: Sequence[BenchRecord], title: str = "bench compare") -> Table:
+def table(records: Sequence[BenchRecord], title: str = "bench compare", baseline: str | None = None) -> Table:
     t = Table(title=title, caption=bandwidth_note(records))
     for _, header, _ in COLUMNS:
         t.add_column(header, justify="left" if header in ("case", "scenario") else "right")
-    for r in rows(records):
+    for r in rows(records, baseline):
         if r["error"]:
             t.add_row(str(r["case"]), str(r["scenario"]), f"[red]error: {str(r['error'])[:80]}[/red]")
             continue
@@ -134,8 +166,8 @@ def to_json(records: Sequence[BenchRecord]) -> str:
     return json.dumps([r.model_dump(mode="json", by_alias=True) for r in records], indent=2)
 
 
-def to_csv(records: Sequence[BenchRecord]) -> str:
-    data = rows(records)
+def to_csv(records: Sequence[BenchRecord], baseline: str | None = None) -> str:
+    data = rows(records, baseline)
     buf = io.StringIO()
     if data:
         writer = csv.DictWriter(buf, fieldnames=list(data[0]))
@@ -144,12 +176,12 @@ def to_csv(records: Sequence[BenchRecord]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(records: Sequence[BenchRecord]) -> str:
+def to_markdown(records: Sequence[BenchRecord], baseline: str | None = None) -> str:
     lines = [
         "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
         "| " + " | ".join("---" if k in ("case", "scenario") else "---:" for k, _, _ in COLUMNS) + " |",
     ]
-    for r in rows(records):
+    for r in rows(records, baseline):
         if r["error"]:
             line = [str(r["case"]), str(r["scenario"]), f"error: {r['error']}"] + [""] * (len(COLUMNS) - 3)
         else:
@@ -159,9 +191,12 @@ def to_markdown(records: Sequence[BenchRecord]) -> str:
     return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")
 
 
-def render(records: Sequence[BenchRecord], fmt_name: str) -> str:
-    """json, csv or md as text (the table format is printed by the CLI with rich)."""
-    return {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt_name](records)
+def render(records: Sequence[BenchRecord], fmt_name: str, baseline: str | None = None) -> str:
+    """json, csv or md as text (the table format is printed by the CLI with rich). JSON is the records
+    themselves (raw samples included), so it has no derived columns."""
+    if fmt_name == "json":
+        return to_json(records)
+    return {"csv": to_csv, "md": to_markdown}[fmt_name](records, baseline)
 
 
 __all__ = ["COLUMNS", "labels", "record_label", "render", "rows", "table", "to_csv", "to_json", "to_markdown"]

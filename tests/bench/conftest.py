@@ -37,7 +37,7 @@ def compare_run(
         "-t", "1", "-s", "pp16-tg8", "-s", "chat", "--chat-tokens", "4",
         "--warmup", "1", "--reps", "2", "--quality-tokens", "96",
         "--format", "json", "--output", str(out / "records.json"), "-o", str(out / "table.md"),
-        "--plots", str(plots), "--results", str(results),
+        "--plots", str(plots), "--results", str(results), "--baseline", "pytorch:fp32",
     )  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -85,6 +85,31 @@ def test_outputs_in_every_format(compare_run: CompareRun) -> None:
     assert any(line.startswith("| pytorch:fp32 | chat |") for line in md)
 
 
+def test_speed_against_the_baseline_is_paired_by_repetition(compare_run: CompareRun) -> None:
+    """--baseline pytorch:fp32: 'x base' is the median of per-repetition ratios, taken from raw samples."""
+    import statistics
+
+    md = [line.split(" | ") for line in (compare_run.out / "table.md").read_text().splitlines()]
+    col = md[0].index("x base")
+    shown = {(cells[0].lstrip("| "), cells[1]): cells[col] for cells in md[2:] if len(cells) > col}
+    cases = by_case(compare_run)
+    for scenario in ("pp16-tg8", "chat"):
+        base = cases[("pytorch", "fp32", scenario)].metrics["decode_tok_s"].samples
+        onnx = cases[("onnxruntime-genai", "cpu-int4", scenario)].metrics["decode_tok_s"].samples
+        expected = statistics.median(a / b for a, b in zip(onnx, base, strict=True))
+        assert shown[("cpu-int4", scenario)] == f"{expected:.2f}"
+        assert shown[("pytorch:fp32", scenario)] == "1.00"
+
+
+def test_an_unknown_baseline_is_refused_before_anything_runs(tiny_variants) -> None:  # type: ignore[no-untyped-def]
+    argv = cli("bench", "compare", "--onnx", str(tiny_variants["cpu-int4"]), "--baseline", "llama.cpp:q4_1")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert (
+        "--baseline" in proc.stderr and "'llama.cpp:q4_1' is not one of the cases ['cpu-int4']" in proc.stderr
+    )
+
+
 def test_plots_and_results_file(compare_run: CompareRun) -> None:
     for name in ("speed_vs_quality.png", "speed_vs_size.png"):
         data = (compare_run.plots / name).read_bytes()

@@ -21,7 +21,9 @@ OUT = Path("work/int4-study")
 
 # id -> `slmops convert` options. Each builds variant <id> (target cpu-int4) into OUT/<id>/<id>.
 CANDIDATES: dict[str, list[str]] = {
-    "builder-default": [],  # block 32, symmetric, tied embedding / head in 4 bits
+    # block 32, symmetric, tied embedding / head in 4 bits; any explicit setting keeps the builder's
+    # defaults (a plain cpu-int4 from this source carries the GGUF's blocks: slmops convert's default)
+    "builder-default": ["--block-size", "32"],
     "asym-int8head": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn"],
     "gguf-uint8zp": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "uint8"],
     "gguf-offset": ["--asymmetric", "--int8-lm-head", "--algorithm", "rtn", "--gguf-blocks", "offset"],

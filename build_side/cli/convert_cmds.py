@@ -114,7 +114,9 @@ def convert(
         "--variant",
         "-v",
         help="Variant to build (repeatable): a target such as cpu-fp32, cpu-int8, cpu-int4, cuda-fp16, "
-        "cuda-int4, dml-int4, or ID=TARGET for a second variant of one target with other settings.",
+        "cuda-int4, dml-int4, or ID=TARGET for a second variant of one target with other settings. A "
+        "cpu-int4 with no settings from a Q4_1 GGUF source (smollm2-135m-instruct is one) carries the "
+        "GGUF's blocks (--gguf-blocks fused); any setting given keeps the builder's defaults instead.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one sub-folder per variant."),
     block_size: int = typer.Option(

@@ -176,3 +176,39 @@ def test_fused_mode_folds_gate_and_up_into_one_matmul(tmp_path) -> None:
     out = _run(variant, x)
     for name, w in weights.items():
         np.testing.assert_allclose(out[name], x @ w.T, rtol=1e-3, atol=1e-3)
+
+
+def test_plain_cpu_int4_from_a_q4_1_gguf_carries_its_blocks(tmp_path) -> None:
+    """What won in docs/int4.md is what `slmops convert SOURCE -v cpu-int4` builds from a Q4_1 GGUF."""
+    import gguf
+
+    from build_side.convert import with_source_defaults
+    from edge_agent.contracts.manifest import SourceInfo
+
+    def write(name: str, linear: QT) -> SourceInfo:
+        path = tmp_path / name
+        writer = gguf.GGUFWriter(str(path), "llama")
+        w = np.random.default_rng(5).normal(size=(4, 64)).astype(np.float32)
+        for tensor, qtype in (("blk.0.ffn_down.weight", linear), ("token_embd.weight", QT.Q8_0)):
+            raw = quants.quantize(w, qtype)
+            writer.add_tensor(tensor, raw, raw_shape=raw.shape, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return SourceInfo(kind="gguf", ref=str(path))
+
+    q4_1, q8_0 = write("q4_1.gguf", QT.Q4_1), write("q8_0.gguf", QT.Q8_0)
+    carried = with_source_defaults(VariantSpec(id="cpu-int4"), q4_1)
+    assert (carried.gguf_blocks, carried.int8_lm_head, carried.symmetric, carried.accuracy_level) == (
+        "fused",
+        True,
+        False,
+        4,
+    )
+    assert with_source_defaults(VariantSpec(id="cpu-int4"), q8_0).gguf_blocks is None  # not Q4_1 blocks
+    own = VariantSpec(id="cpu-int4", block_size=32)  # any setting of its own: the builder's defaults
+    assert with_source_defaults(own, q4_1) == own
+    assert with_source_defaults(VariantSpec(id="cpu-int8"), q4_1).gguf_blocks is None
+    hf = SourceInfo(kind="hf-folder", ref=str(tmp_path))
+    assert with_source_defaults(VariantSpec(id="cpu-int4"), hf).gguf_blocks is None

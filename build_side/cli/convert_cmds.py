@@ -153,7 +153,7 @@ def convert(
     each variant was made and how it measured (`slmops bundle OUT` reads them)."""
     from build_side.adapters import merge_adapters, parse_adapter
     from build_side.convert import convert as do_convert
-    from build_side.convert import parse_variant
+    from build_side.convert import parse_variant, with_source_defaults
     from build_side.quality import DEFAULT_TEXT, measure
     from build_side.sources import prepare
     from edge_agent.contracts import SourceInfo
@@ -185,6 +185,13 @@ def convert(
             info = SourceInfo(
                 kind=src.kind, ref=f"{src.ref} + adapters {', '.join(sorted(adapters))}", sha256=merged_sha
             )
+    carried = [s.id for s in specs if with_source_defaults(s, info) != s]
+    if carried:
+        err_console.print(
+            f"{', '.join(carried)}: the source is a Q4_1 GGUF, so its 4-bit blocks are carried over "
+            "(--gguf-blocks fused) rather than quantized again; give any quantization option to use the "
+            "builder's defaults instead"
+        )
     with progress_bars(to_stderr=json_out) as bars:
         records = do_convert(model_dir, specs, out, info, progress=build_progress(bars))
         if evaluate:

@@ -212,3 +212,18 @@ def test_plain_cpu_int4_from_a_q4_1_gguf_carries_its_blocks(tmp_path) -> None:
     assert with_source_defaults(VariantSpec(id="cpu-int8"), q4_1).gguf_blocks is None
     hf = SourceInfo(kind="hf-folder", ref=str(tmp_path))
     assert with_source_defaults(VariantSpec(id="cpu-int4"), hf).gguf_blocks is None
+
+
+def test_the_shipped_recipe_builds_what_convert_builds_by_default() -> None:
+    """manifests/recipes/smollm2-135m-instruct.yaml spells out the carried cpu-int4; keep it equal to
+    what a plain `-v cpu-int4` from that source gets, so the two cannot drift apart."""
+    from pathlib import Path
+
+    from build_side.convert import with_source_defaults
+    from build_side.recipe import load_recipe
+    from edge_agent.contracts.manifest import SourceInfo
+
+    recipe = load_recipe(Path(__file__).parents[2] / "manifests/recipes/smollm2-135m-instruct.yaml")
+    int4 = next(v for v in recipe.convert.variants if v.id == "cpu-int4")
+    default = with_source_defaults(VariantSpec(id="cpu-int4"), SourceInfo(kind="named", ref=recipe.source))
+    assert VariantSpec.model_validate(int4.model_dump()) == default

@@ -62,15 +62,17 @@ def test_swap_during_a_stream_of_requests_fails_none(serving_bundle: MakeBundle)
                 assert time.monotonic() < deadline and not failures, f"waited for {what}: {failures[:3]}"
                 time.sleep(0.05)
 
-        done = lambda: sum(len(s) for s in seen)  # noqa: E731
-        for bundle in bundles[1:]:
-            before = done()
-            wait_for(lambda b=before: done() >= b + 2, "requests before the swap")  # type: ignore[misc]
+        def served_by(version: str) -> int:
+            return sum(s.count(f"{BUNDLE_NAME}@{version}") for s in seen)
+
+        for active, bundle in zip(versions, bundles[1:], strict=False):
+            # a request that started before the last swap may finish on the version before it: wait
+            # until the active version itself has answered, so that every version serves some
+            wait_for(lambda v=active: served_by(v) >= 1, f"a request served by {active}")  # type: ignore[misc]
             manifest = parse_manifest((bundle / "manifest.json").read_bytes())
             candidate = host.load_candidate(bundle, manifest, VARIANT, ["CPUExecutionProvider"], timeout_s=60)
             host.promote(candidate)
-        last = f"{BUNDLE_NAME}@{versions[-1]}"
-        wait_for(lambda: sum(s.count(last) for s in seen) >= 2, "requests on the last version")
+        wait_for(lambda: served_by(versions[-1]) >= 2, "requests on the last version")
         stop.set()
         for t in threads:
             t.join(timeout=60)

@@ -72,7 +72,7 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
     """
     import gguf
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     reader = gguf.GGUFReader(str(gguf_path))
     tensors = {t.name: t for t in reader.tensors}
@@ -98,7 +98,7 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
     counts = {"q4_1": 0, "q8_0": 0}
     blocksums: dict[str, str] = {}  # MatMulNBits input -> its per-block sums (offset mode)
     augmented: dict[str, tuple[str, int]] = {}  # input -> (input with its block sums, their width) (fused)
-    extra_nodes: list[tuple[int, onnx.NodeProto]] = []
+    extra_nodes: list[onnx.NodeProto] = []  # placed by _topological once all are known
     for node in model.graph.node:
         if node.op_type != "MatMulNBits":
             continue
@@ -142,72 +142,35 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
             raise CarryError(
                 f"{node.name}: GGUF shape {q.shape} does not match N={attrs['N']} K={attrs['K']}"
             )
-        put(w_name, _pack4(q))
-        safe_d = np.where(d == 0, np.float32(1), d)
-        put(s_name, d.astype(np.float32))
-        zp = -m / safe_d
-        if zero_points == "fused":
-            zpi = np.clip(np.rint(zp), 0, 15).astype(np.uint8)
-            residual = (m + zpi.astype(np.float32) * d).astype(np.float32)  # [N, K/32]
-            x = node.input[0]
-            if x not in augmented:
-                augmented[x] = _augment_input(model, x, attrs["K"], extra_nodes)
-            x_aug, pad = augmented[x]
-            q_r, s_r, z_r = _remainder_digits(residual, pad)
-            q = np.concatenate([q, q_r], axis=1)
-            node.input[0] = x_aug
-            for a in node.attribute:
-                if a.name == "K":
-                    a.i = q.shape[1] * QK
-            put(w_name, _pack4(q))
-            put(s_name, np.concatenate([d, s_r], axis=1).astype(np.float32))
-            zpi = np.concatenate([zpi, z_r], axis=1)
-            if zpi.shape[1] % 2:
-                zpi = np.pad(zpi, ((0, 0), (0, 1)))
-            put(zp_name, (zpi[:, 0::2] | (zpi[:, 1::2] << 4)).astype(np.uint8))
-            counts["q4_1"] += 1
-            continue
+        counts["q4_1"] += 1
+        zp = -m / np.where(d == 0, np.float32(1), d)  # exact, but fractional
         if zero_points == "float":
-            put(zp_name, zp.astype(np.float32))
+            zp_out = zp.astype(np.float32)
         else:
             zpi = np.clip(np.rint(zp), 0, 15).astype(np.uint8)
-            if zero_points == "offset":
-                # what the integer zero point misses, per block: m - (-zpi * d); added back as
-                # blocksum(x) @ residual, so the layer is exact
-                residual = (m + zpi.astype(np.float32) * d).astype(np.float32)  # [N, K/32]
-                x = node.input[0]
+            residual = (m + zpi.astype(np.float32) * d).astype(np.float32)  # what the integer misses
+            x = node.input[0]
+            if zero_points == "fused":
+                if x not in augmented:
+                    augmented[x] = _augment_input(model, x, attrs["K"], extra_nodes)
+                x_aug, pad = augmented[x]
+                q_r, s_r, z_r = _remainder_digits(residual, pad)
+                q, d, zpi = (np.concatenate(pair, axis=1) for pair in ((q, q_r), (d, s_r), (zpi, z_r)))
+                node.input[0] = x_aug
+                next(a for a in node.attribute if a.name == "K").i = q.shape[1] * QK
+            elif zero_points == "offset":
                 if x not in blocksums:
-                    kb = attrs["K"] // QK
-                    shape = numpy_helper.from_array(np.array([0, 0, kb, QK], np.int64), f"{x}/blocks_shape")
-                    axes = numpy_helper.from_array(np.array([-1], np.int64), f"{x}/blocks_axes")
-                    model.graph.initializer.extend([shape, axes])
-                    blocksums[x] = f"{x}/blocksums"
-                    extra_nodes.append((0, helper.make_node("Reshape", [x, shape.name], [f"{x}/blocks"])))
-                    extra_nodes.append(
-                        (
-                            0,
-                            helper.make_node(
-                                "ReduceSum", [f"{x}/blocks", axes.name], [blocksums[x]], keepdims=0
-                            ),
-                        )
-                    )
-                r_name = f"{w_name}_offset"
-                model.graph.initializer.append(
-                    numpy_helper.from_array(np.ascontiguousarray(residual.T), r_name)
-                )
-                out = node.output[0]
-                node.output[0] = f"{out}/before_offset"
-                extra_nodes.append((1, helper.make_node("MatMul", [blocksums[x], r_name], [f"{out}/offset"])))
-                extra_nodes.append((1, helper.make_node("Add", [node.output[0], f"{out}/offset"], [out])))
-            if zpi.shape[1] % 2:
-                zpi = np.pad(zpi, ((0, 0), (0, 1)))
-            put(zp_name, (zpi[:, 0::2] | (zpi[:, 1::2] << 4)).astype(np.uint8))
-        counts["q4_1"] += 1
+                    blocksums[x] = _blocksum_input(model, x, attrs["K"], extra_nodes)
+                _add_offset(model, node, blocksums[x], residual, extra_nodes)
+            zp_out = _pack_zero_points(zpi)
+        put(w_name, _pack4(q))
+        put(s_name, d.astype(np.float32))
+        put(zp_name, zp_out)
 
     if zero_points == "fused":
         counts["merged"] = merge_parallel_matmuls(model)
     if extra_nodes:
-        nodes = list(model.graph.node) + [n for _, n in extra_nodes]
+        nodes = list(model.graph.node) + extra_nodes
         del model.graph.node[:]
         model.graph.node.extend(
             _topological(
@@ -293,9 +256,41 @@ def _augment_input(model, x: str, k: int, extra_nodes: list) -> tuple[str, int]:
     ones[np.arange(k), np.arange(k) // QK] = 1.0
     model.graph.initializer.append(numpy_helper.from_array(ones, f"{x}/block_indicator"))
     sums, out = f"{x}/blocksums", f"{x}/with_blocksums"
-    extra_nodes.append((0, helper.make_node("MatMul", [x, f"{x}/block_indicator"], [sums])))
-    extra_nodes.append((0, helper.make_node("Concat", [x, sums, sums], [out], axis=-1)))
+    extra_nodes.append(helper.make_node("MatMul", [x, f"{x}/block_indicator"], [sums]))
+    extra_nodes.append(helper.make_node("Concat", [x, sums, sums], [out], axis=-1))
     return out, pad
+
+
+def _blocksum_input(model, x: str, k: int, extra_nodes: list) -> str:
+    """x's per-block sums (offset mode): Reshape to [.., K/32, 32] and ReduceSum the last axis."""
+    from onnx import helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([0, 0, k // QK, QK], np.int64), f"{x}/blocks_shape")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), f"{x}/blocks_axes")
+    model.graph.initializer.extend([shape, axes])
+    sums = f"{x}/blocksums"
+    extra_nodes.append(helper.make_node("Reshape", [x, shape.name], [f"{x}/blocks"]))
+    extra_nodes.append(helper.make_node("ReduceSum", [f"{x}/blocks", axes.name], [sums], keepdims=0))
+    return sums
+
+
+def _add_offset(model, node, sums: str, residual: np.ndarray, extra_nodes: list) -> None:
+    """Offset mode: the node's output plus sums @ residual^T, which makes the layer exact."""
+    from onnx import helper, numpy_helper
+
+    r_name = f"{node.input[1]}_offset"
+    model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(residual.T), r_name))
+    out = node.output[0]
+    node.output[0] = f"{out}/before_offset"
+    extra_nodes.append(helper.make_node("MatMul", [sums, r_name], [f"{out}/offset"]))
+    extra_nodes.append(helper.make_node("Add", [node.output[0], f"{out}/offset"], [out]))
+
+
+def _pack_zero_points(zpi: np.ndarray) -> np.ndarray:
+    """[N, blocks] values 0..15 -> MatMulNBits' 4-bit zero points, two per byte (even block low)."""
+    if zpi.shape[1] % 2:
+        zpi = np.pad(zpi, ((0, 0), (0, 1)))
+    return (zpi[:, 0::2] | (zpi[:, 1::2] << 4)).astype(np.uint8)
 
 
 def _remainder_digits(residual: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

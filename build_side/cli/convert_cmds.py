@@ -185,7 +185,9 @@ def convert(
             info = SourceInfo(
                 kind=src.kind, ref=f"{src.ref} + adapters {', '.join(sorted(adapters))}", sha256=merged_sha
             )
-    carried = [s.id for s in specs if with_source_defaults(s, info) != s]
+    resolved = [with_source_defaults(s, info) for s in specs]  # convert() finds nothing left to add
+    carried = [s.id for s, r in zip(specs, resolved, strict=True) if r != s]
+    specs = resolved
     if carried:
         err_console.print(
             f"{', '.join(carried)}: the source is a Q4_1 GGUF, so its 4-bit blocks are carried over "

@@ -138,11 +138,15 @@ def run_compare(
             for case in cases
         ]
         quality = QualityPlan(opts, prose_ids, text_name, reference, workdir / "reference-logits.npy")
-        measure = (lambda threads: measure_bandwidth(threads)) if opts.bandwidth else (lambda threads: None)
+        measure: Measure = measure_bandwidth if opts.bandwidth else (lambda threads: None)
         if opts.interleave:
             results = run_interleaved(jobs, workdir, opts, scenarios, quality, measure, progress)
-        else:
-            results = run_sequential(jobs, workdir, opts, scenarios, quality, measure, progress)
+        else:  # each case to its end before the next: the same loop, one case at a time
+            results = [
+                result
+                for job in jobs
+                for result in run_interleaved([job], workdir, opts, scenarios, quality, measure, progress)
+            ]
     records: list[BenchRecord] = []
     for case, result in zip(cases, results, strict=True):
         records += error_records(case, opts.scenarios, result.error) if result.error else result.records
@@ -178,37 +182,6 @@ class QualityPlan:
 
 
 Measure = Callable[[int], Summary | None]
-
-
-def run_sequential(
-    jobs: list[CaseJob],
-    workdir: Path,
-    opts: CompareOptions,
-    scenarios: list[Scenario],
-    quality: QualityPlan,
-    measure: Measure,
-    progress: Progress,
-) -> list[CaseResult]:
-    """One case after another: load, warm-ups, repetitions, finish; bandwidth measured before each."""
-    results = []
-    for job in jobs:
-        label = job.case.label
-        bandwidth = measure(job.case.threads or 1)
-        proc = CaseProcess(job, workdir, opts.case_timeout_s)
-        try:
-            proc.wait_ready()
-            progress(label, "loaded")
-            for s in scenarios:
-                for i in range(opts.warmup + opts.repetitions):
-                    proc.run(s.name, warmup=i < opts.warmup)
-                    progress(label, f"{s.name} {'warm-up' if i < opts.warmup else i - opts.warmup + 1}")
-            result = proc.finish(bandwidth, quality.job(label))
-        finally:
-            proc.close()
-        progress(label, "finished")
-        quality.done(label, result)
-        results.append(result)
-    return results
 
 
 def run_interleaved(

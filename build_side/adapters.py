@@ -9,6 +9,7 @@ so a second convert with the same inputs merges nothing. (Shipping adapters as s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -45,21 +46,12 @@ def merge_adapters(base_dir: Path, base_sha256: str, adapters: dict[str, Path]) 
     target = cache_dir() / "merged" / digest[:16]
     if (target / "hf" / "config.json").is_file():
         return target / "hf", digest
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".merge-"))
     try:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
-        for name in sorted(adapters):
-            try:
-                model = PeftModel.from_pretrained(model, str(adapters[name]), adapter_name=name)
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                raise ConvertError(f"adapter {name!r} does not fit {base_dir}: {exc}") from exc
-            model = model.merge_and_unload()
-        model.save_pretrained(work / "hf")
+        merge_into(base_dir, adapters, work / "hf")
         AutoTokenizer.from_pretrained(base_dir).save_pretrained(work / "hf")
         if target.exists():
             shutil.rmtree(target)
@@ -70,4 +62,30 @@ def merge_adapters(base_dir: Path, base_sha256: str, adapters: dict[str, Path]) 
     return target / "hf", digest
 
 
-__all__ = ["merge_adapters", "merged_digest", "parse_adapter"]
+def merge_into(base_dir: Path, adapters: dict[str, Path], out: Path) -> None:
+    """Fold every adapter (in name order) into a full-precision copy of the base; write it to `out`
+    (weights and config; the caller writes the tokenizer it wants)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    targets = {
+        t
+        for folder in adapters.values()
+        for t in json.loads((folder / "adapter_config.json").read_text()).get("target_modules") or []
+    }
+    if "lm_head" in targets and getattr(model.config, "tie_word_embeddings", False):
+        # Folding an update into a head tied to the input embeddings would change both: untie first.
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    for name in sorted(adapters):
+        try:
+            model = PeftModel.from_pretrained(model, str(adapters[name]), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ConvertError(f"adapter {name!r} does not fit {base_dir}: {exc}") from exc
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+
+
+__all__ = ["merge_adapters", "merge_into", "merged_digest", "parse_adapter"]

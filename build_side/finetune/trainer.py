@@ -170,17 +170,9 @@ def load_best(config: FinetuneConfig, model: Any, artifact: Path) -> None:
 
 def merge_adapter(base_dir: Path, adapter: Path, tokenizer: Any, out: Path) -> Path:
     """Fold the adapter into a full-precision copy of the base, for `slmops convert`."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from build_side.adapters import merge_into
 
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    targets = json.loads((adapter / "adapter_config.json").read_text()).get("target_modules") or []
-    if "lm_head" in targets and getattr(base.config, "tie_word_embeddings", False):
-        # Folding an update into a head tied to the input embeddings would change both: untie first.
-        base.lm_head.weight = torch.nn.Parameter(base.lm_head.weight.detach().clone())
-        base.config.tie_word_embeddings = False
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    merged.save_pretrained(out)
+    merge_into(base_dir, {"adapter": adapter}, out)
     tokenizer.save_pretrained(out)
     return out
 

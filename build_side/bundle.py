@@ -23,9 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from build_side.convert import ConvertedVariant, load_variants
 from build_side.manifest_io import file_entries, write_signed_manifest
-from edge_agent.contracts import Adapter, BundleManifest, GenerationDefaults, Variant
+from edge_agent.contracts import (
+    Adapter,
+    AdapterBase,
+    AdapterInfo,
+    BundleManifest,
+    GenerationDefaults,
+    Variant,
+)
 from edge_agent.contracts.common import Name, SemVer
 from edge_agent.errors import BuildError, ContractError
+from edge_agent.hashing import sha256_file
 from edge_agent.signing import SigningKey
 
 INFERENCE_MODEL = "inference_model.json"
@@ -34,14 +42,16 @@ RUNTIME_OVERHEAD_MB = 96  # onnxruntime + tokenizer + arena slack, measured loos
 
 
 class AdapterFile(BaseModel):
-    """A ready LoRA adapter file (`.onnx_adapter`) to ship with the variants it applies to."""
+    """A ready LoRA adapter file (`.onnx_adapter`, its card `<name>.adapter.json` beside it) to ship
+    with the variants it applies to. The same name may come several times, one file per base."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: Name
     path: Path
-    variants: list[Name] | None = Field(None, description="default: every variant in the bundle")
-    trained_for: str = ""
+    variants: list[Name] | None = Field(
+        None, description="default: every variant of the bundle whose weights the card names"
+    )
 
 
 class BundleSettings(BaseModel):
@@ -180,6 +190,68 @@ def _variant(bundle: Path, record: ConvertedVariant, min_memory_mb: int) -> Vari
     )
 
 
+def _adapters(work: Path, files: list[AdapterFile], variants: list[Variant]) -> list[Adapter]:
+    """Copy each adapter file into `work/adapters/` once (identical files shared between bases) and
+    list it with the bases its card names: an adapter whose base is none of the bundle's variants,
+    or not the variant it is asked for, is refused here, before anything is signed."""
+    from build_side.finetune.export_adapters import read_card
+
+    digests = {v.id: v.weights_digest() for v in variants}
+    by_name: dict[str, list[AdapterFile]] = {}
+    for a in files:
+        by_name.setdefault(a.name, []).append(a)
+    stored: dict[str, str] = {}  # sha256 of a file -> its path in the bundle
+    out = []
+    for name, entries in by_name.items():
+        bases: list[AdapterBase] = []
+        info: AdapterInfo | None = None
+        scores = []
+        for a in entries:
+            if not a.path.is_file():
+                raise BuildError(f"adapter {name!r}: {a.path} is not a file")
+            card = read_card(a.path)
+            info = info or AdapterInfo.model_validate(card.model_dump(include=set(AdapterInfo.model_fields)))
+            scores += [s for s in card.scores if s not in scores]
+            unknown = set(a.variants or []) - set(digests)
+            if unknown:
+                raise BuildError(f"adapter {name!r} names variants not in the bundle: {sorted(unknown)}")
+            wanted = a.variants or [v for v, d in digests.items() if d == card.base_weights_sha256]
+            if not wanted:
+                raise BuildError(
+                    f"adapter {name!r} ({a.path}) was exported for base weights "
+                    f"{card.base_weights_sha256[:12]}; none of the bundle's variants "
+                    f"({', '.join(digests)}) has them: export it against one of them"
+                )
+            for v in wanted:
+                if digests[v] != card.base_weights_sha256:
+                    raise BuildError(
+                        f"adapter {name!r} ({a.path}) was exported for base weights "
+                        f"{card.base_weights_sha256[:12]}, not {v}'s ({digests[v][:12]})"
+                    )
+            sha = sha256_file(a.path)
+            if sha not in stored:
+                taken = set(stored.values())
+                rel = f"adapters/{name}.onnx_adapter"
+                rel = rel if rel not in taken else f"adapters/{name}-{sha[:8]}.onnx_adapter"
+                (work / "adapters").mkdir(exist_ok=True)
+                shutil.copy2(a.path, work / rel)
+                stored[sha] = rel
+            bases += [AdapterBase(variant=v, weights_sha256=digests[v], file=stored[sha]) for v in wanted]
+        assert info is not None
+        used = {b.file for b in bases}
+        entries_ = [f for f in file_entries(work, "adapters") if f.path in used]
+        known = {v.id for v in variants}
+        out.append(
+            Adapter(
+                **info.model_dump(exclude={"scores"}),
+                scores=[s for s in scores if s.variant in known],
+                files=entries_,
+                bases=bases,
+            )
+        )
+    return out
+
+
 def assemble(
     convert_dir: Path,
     out_root: Path,
@@ -212,19 +284,10 @@ def assemble(
             )
         if defaults.chat_template_file is None and all((work / i / CHAT_TEMPLATE).is_file() for i in ids):
             defaults = defaults.model_copy(update={"chat_template_file": CHAT_TEMPLATE})
-        adapters = []
-        for a in settings.adapters:
-            if not a.path.is_file():
-                raise BuildError(f"adapter {a.name!r}: {a.path} is not a file")
-            unknown = set(a.variants or []) - set(ids)
-            if unknown:
-                raise BuildError(f"adapter {a.name!r} names variants not in the bundle: {sorted(unknown)}")
-            (work / "adapters").mkdir(exist_ok=True)
-            shutil.copy2(a.path, work / "adapters" / f"{a.name}.onnx_adapter")
-            files = [f for f in file_entries(work, "adapters") if f.path == f"adapters/{a.name}.onnx_adapter"]
-            adapters.append(
-                Adapter(name=a.name, files=files, variants=a.variants or ids, trained_for=a.trained_for)
-            )
+        variants = [
+            _variant(work, r, estimate_memory_mb(work / r.id, r, defaults.max_length)) for r in records
+        ]
+        adapters = _adapters(work, settings.adapters, variants)
         try:
             manifest = BundleManifest(
                 name=settings.name,
@@ -233,10 +296,7 @@ def assemble(
                 task=settings.task,
                 source=source,
                 generation_defaults=defaults,
-                variants=[
-                    _variant(work, r, estimate_memory_mb(work / r.id, r, defaults.max_length))
-                    for r in records
-                ],
+                variants=variants,
                 adapters=adapters,
             )
         except ValueError as exc:

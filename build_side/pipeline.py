@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from build_side.adapters import merge_adapters
-from build_side.bundle import BundleSettings, assemble
+from build_side.bundle import AdapterFile, BundleSettings, assemble
 from build_side.convert import BuildProgress, ConvertedVariant, convert, load_variants, tool_versions
 from build_side.fingerprint import dir_digest, path_digest, settings_digest
 from build_side.quality import DEFAULT_TEXT, measure
@@ -209,7 +209,9 @@ def run_pipeline(
         model_dir, model_sha = student, dir_digest(student)
         source = SourceInfo(kind="hf-folder", ref=f"{src.ref} (distilled)", sha256=model_sha)
 
-    # finetune: adapters merged into the weights (or a full model that replaces them)
+    # finetune: adapters merged into the weights (or a full model that replaces them), or exported
+    # beside every variant (convert.adapters: export)
+    exported: dict[str, Path] = {}
     if recipe.finetune is not None:
         t = time.monotonic()
         out = work / "finetune"
@@ -239,13 +241,20 @@ def run_pipeline(
         full = [p for n, p in trained.items() if n not in adapters]
         if full and (adapters or len(full) > 1):
             raise BuildError("fine-tuning returned several full models; the pipeline can convert only one")
-        if full:
-            model_dir, model_sha = full[0], dir_digest(full[0])
+        if recipe.convert.adapters == "export":
+            if full:
+                raise BuildError(
+                    "convert.adapters export ships LoRA adapters; this finetune section trains full models"
+                )
+            exported = adapters
         else:
-            model_dir, model_sha = merge_adapters(model_dir, model_sha, adapters)
-        source = SourceInfo(
-            kind="hf-folder", ref=f"{source.ref} + {', '.join(sorted(trained))}", sha256=model_sha
-        )
+            if full:
+                model_dir, model_sha = full[0], dir_digest(full[0])
+            else:
+                model_dir, model_sha = merge_adapters(model_dir, model_sha, adapters)
+            source = SourceInfo(
+                kind="hf-folder", ref=f"{source.ref} + {', '.join(sorted(trained))}", sha256=model_sha
+            )
 
     # convert (+ quality)
     t = time.monotonic()
@@ -258,6 +267,8 @@ def run_pipeline(
         eval=conv.eval.model_dump(),
         text=path_digest(text) if conv.eval.enabled else None,
         builder=tool_versions().get("onnxruntime-genai"),
+        adapters={n: dir_digest(p) for n, p in exported.items()},
+        finetune=state.data.get("finetune", {}).get("inputs") if exported else None,
     )
     ids = [v.id for v in conv.variants]
     last = state.unchanged("convert", inputs, lambda: dir_digest(convert_dir))
@@ -266,7 +277,12 @@ def run_pipeline(
         done("convert", False, f"inputs unchanged since {_since(last)} ({', '.join(ids)})", t)
     else:
         specs = [v for v in conv.variants]
-        result.variants = convert(model_dir, specs, convert_dir, source, progress=hooks.build_progress)
+        if exported:
+            from build_side.finetune.release import export_variants
+
+            result.variants = export_variants(model_dir, exported, specs, convert_dir, source)
+        else:
+            result.variants = convert(model_dir, specs, convert_dir, source, progress=hooks.build_progress)
         if conv.eval.enabled:
             result.variants = measure(
                 convert_dir,
@@ -277,13 +293,30 @@ def run_pipeline(
                 speed=conv.eval.speed,
                 progress=hooks.quality_progress,
             )
+        detail = f"built {', '.join(ids)}"
+        if exported:
+            from build_side.finetune.release import score_exported
+
+            scored = score_exported(convert_dir, ids, exported)
+            detail += f" with adapters {', '.join(exported)}: " + "; ".join(
+                f"{v} " + ", ".join(f"{a} {s.split} {s.value:.2f}" for a, ss in by.items() for s in ss)
+                for v, by in scored.items()
+            )
         state.record("convert", inputs, dir_digest(convert_dir))
-        done("convert", True, f"built {', '.join(ids)}", t)
+        done("convert", True, detail, t)
 
     # bundle
     t = time.monotonic()
     b = recipe.bundle
     adapters_files = [a.model_copy(update={"path": input_path(a.path, recipe_path)}) for a in b.adapters]
+    if exported:
+        from build_side.finetune.release import exported_files
+
+        adapters_files += [
+            AdapterFile(name=name, path=path, variants=[vid])
+            for vid in (b.variants or ids)
+            for name, path in exported_files(convert_dir, vid).items()
+        ]
     settings = BundleSettings(
         name=b.name,
         version=b.version,

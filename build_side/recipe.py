@@ -60,8 +60,11 @@ class EvalSettings(_Section):
 class ConvertSection(_Section):
     variants: list[RecipeVariant] = Field(min_length=1)
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    adapters: Literal["merge"] = Field(
-        "merge", description="fine-tuned LoRA adapters are merged into the weights before convert"
+    adapters: Literal["merge", "export"] = Field(
+        "merge",
+        description="merge: fine-tuned LoRA adapters are folded into the weights before convert; "
+        "export: each variant is built as a base with LoRA inputs and every adapter ships as its own "
+        ".onnx_adapter, picked per request on the device",
     )
 
     @model_validator(mode="after")
@@ -69,6 +72,13 @@ class ConvertSection(_Section):
         ids = [v.id for v in self.variants]
         if len(set(ids)) != len(ids):
             raise ValueError(f"variant ids must be unique, got {ids}")
+        if self.adapters == "export":
+            carried = [v.id for v in self.variants if v.gguf_blocks]
+            if carried:
+                raise ValueError(
+                    f"adapters: export builds bases with LoRA inputs, which carried GGUF blocks cannot "
+                    f"take: drop gguf_blocks from {carried}"
+                )
         return self
 
 
@@ -97,6 +107,14 @@ class Recipe(_Section):
     convert: ConvertSection
     bundle: BundleSection
     publish: PublishSection | None = None
+
+    @model_validator(mode="after")
+    def _export_needs_adapters(self) -> Recipe:
+        if self.convert.adapters == "export" and self.finetune is None:
+            raise ValueError(
+                "convert.adapters is export but the recipe has no finetune section to train them"
+            )
+        return self
 
 
 def _node_at(root: yaml.Node, loc: tuple[Any, ...]) -> tuple[yaml.Node, list[str], list[str]]:

@@ -82,18 +82,48 @@ def test_bad_manifests_are_refused(overrides: dict) -> None:
         BundleManifest.model_validate(manifest_doc(**overrides))
 
 
-def test_adapter_must_name_known_variants() -> None:
-    doc = manifest_doc(
-        adapters=[
-            {
-                "name": "intent",
-                "files": [{**GOOD_FILE, "path": "adapters/intent.onnx_adapter"}],
-                "variants": ["gpu"],
-            }
-        ]
+def adapter_doc(**overrides: object) -> dict:
+    path = "adapters/intent.onnx_adapter"
+    base = {"variant": "cpu-int4", "weights_sha256": "c" * 64, "file": path}
+    return {"name": "intent", "files": [{**GOOD_FILE, "path": path}], "bases": [base], **overrides}
+
+
+def test_adapter_must_name_known_variants_and_its_own_files() -> None:
+    ok = BundleManifest.model_validate(manifest_doc(adapters=[adapter_doc()]))
+    assert ok.adapters[0].variants == ["cpu-int4"] and ok.adapters[0].prompt.answer_format == "text"
+    gpu = adapter_doc(
+        bases=[{"variant": "gpu", "weights_sha256": "c" * 64, "file": "adapters/intent.onnx_adapter"}]
     )
     with pytest.raises(ValidationError, match="unknown variants"):
-        BundleManifest.model_validate(doc)
+        BundleManifest.model_validate(manifest_doc(adapters=[gpu]))
+    elsewhere = adapter_doc(bases=[{"variant": "cpu-int4", "weights_sha256": "c" * 64, "file": "adapters/x"}])
+    with pytest.raises(ValidationError, match="is not in its files"):
+        BundleManifest.model_validate(manifest_doc(adapters=[elsewhere]))
+    with pytest.raises(ValidationError, match="adapter names must be unique"):
+        BundleManifest.model_validate(manifest_doc(adapters=[adapter_doc(), adapter_doc()]))
+    with pytest.raises(ValidationError, match="bases"):  # the base it belongs to is required
+        BundleManifest.model_validate(manifest_doc(adapters=[{**adapter_doc(), "bases": []}]))
+
+
+def test_weights_digest_is_the_same_from_a_manifest_and_from_a_folder(tmp_path) -> None:
+    from edge_agent.adapters import folder_digest
+    from edge_agent.contracts import FileEntry, weights_digest
+    from edge_agent.hashing import sha256_file
+
+    folder = tmp_path / "cpu-int4"
+    folder.mkdir()
+    for name, data in (("model.onnx", b"graph"), ("model.onnx.data", b"weights"), ("tokenizer.json", b"{}")):
+        (folder / name).write_bytes(data)
+    entries = [
+        FileEntry(path=f"cpu-int4/{f.name}", size=f.stat().st_size, sha256=sha256_file(f))
+        for f in folder.iterdir()
+    ]
+    digest = weights_digest(entries, prefix="cpu-int4/")
+    assert digest == folder_digest(folder)
+    (folder / "tokenizer.json").write_bytes(b"{ }")  # not a weight: the base is the same
+    assert folder_digest(folder) == digest
+    (folder / "model.onnx.data").write_bytes(b"other weights")
+    assert folder_digest(folder) != digest
 
 
 def test_desired_state_and_event_defaults() -> None:

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     prompt: str = typer.Option(
-        "Name three primary colors.", "--prompt", "-p", help="The question to ask the device."
+        None, "--prompt", "-p", help="Also ask the base model (no adapter) this question."
     ),
     transport: str = typer.Option(
         "auto",
@@ -24,17 +24,20 @@ def demo(
     variant: str = typer.Option(
         "cpu-int4",
         "--variant",
-        help="Variant the desired state pins (cpu-int4, cpu-int8, cpu-fp32), or `auto` to let the device choose.",
+        help="Variant the desired state pins (cpu-int4, cpu-fp32), or `auto` to let the device choose.",
     ),
     max_tokens: int = typer.Option(96, "--max-tokens", help="Longest answer, in tokens."),
 ) -> None:
     """Run the whole story on this machine, start to end, and stop everything it started.
 
-    Prepare the real SmolLM2-135M-Instruct, build its cpu variants (fp32, int8, int4; the recipe in
-    manifests/recipes/), measure, sign and publish them to a registry under $SLMOPS_HOME, serve it, start an edge agent as a local device (over MQTT
-    when Mosquitto listens, HTTP polling otherwise), deploy the bundle, watch the device's events,
-    ask it a question through its OpenAI-compatible API, show its bench record and the fleet status.
-    A second run reuses the prepared source and the published release.
+    Prepare the real SmolLM2-135M-Instruct; train two LoRA adapters on a fleet operator's requests
+    (intents, JSON commands) and build the smollm2-ops release (cpu-fp32 and cpu-int4 bases, each
+    adapter exported beside each, measured and scored; manifests/recipes/finetune-smollm2-ops-adapters.yaml);
+    sign and publish it to a registry under $SLMOPS_HOME and serve it; start an edge agent as a local
+    device (over MQTT when Mosquitto listens, HTTP polling otherwise); deploy the release and watch the
+    device's events; ask each adapter, through the official openai client, operator requests it never
+    trained on and count the right answers; show the device's bench record and the fleet status.
+    A second run reuses the prepared source, the trained adapters and the published release.
     """
     from build_side.demo.story import DemoOptions, Story
     from build_side.settings import home_dir

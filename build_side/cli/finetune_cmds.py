@@ -260,13 +260,13 @@ def export(
     from edge_agent.errors import ContractError
 
     folders: dict[str, Path] = {}
-    descriptions: dict[str, dict[str, Any]] = {}
+    infos = {}
     for item in adapters:
         adapter_name, sep, folder = item.partition("=")
         if not sep:
             raise ContractError(item, "expected NAME=PEFT_DIR")
         folders[adapter_name] = Path(folder)
-        descriptions[adapter_name] = _run_notes(Path(folder))
+        infos[adapter_name] = _run_card(adapter_name, Path(folder))
     with err_console.status(f"preparing {source} ..."):
         prepared = prepare(source)
     with err_console.status(f"building the {variant} base with LoRA inputs and writing the adapters ..."):
@@ -276,7 +276,7 @@ def export(
             out,
             variant,
             source=SourceInfo(**prepared.info()),
-            descriptions=descriptions,
+            infos=infos,
         )
     if json_out:
         adapter_paths = {k: str(v) for k, v in result.adapters.items()}
@@ -290,17 +290,14 @@ def export(
     console.print(table(title, ["adapter", "rank", "modules", "file", "trained for"], rows))
 
 
-def _run_notes(peft_dir: Path) -> dict[str, Any]:
-    """trained_for and the system prompt of the run that wrote this adapter, when it was ours."""
-    record = peft_dir.parent / "finetune.json"
-    if not record.is_file():
-        return {}
-    config = json.loads(record.read_text()).get("config", {})
-    notes = {
-        "trained_for": config.get("trained_for", ""),
-        "system": config.get("data", {}).get("template", {}).get("system"),
-    }
-    return {k: v for k, v in notes.items() if v}
+def _run_card(name: str, peft_dir: Path):  # type: ignore[no-untyped-def]
+    """The adapter's card from the run that trained it, when it was ours; a bare card otherwise."""
+    from build_side.finetune.release import adapter_info, run_config
+    from edge_agent.contracts import AdapterInfo
+
+    if not (peft_dir.parent / "finetune.json").is_file():
+        return AdapterInfo(name=name)
+    return adapter_info(name, run_config(peft_dir.parent))
 
 
 def _adapters_in(folder: Path) -> tuple[Path, dict[str, Path], dict[str, str]]:
@@ -321,8 +318,10 @@ def _adapters_in(folder: Path) -> tuple[Path, dict[str, Path], dict[str, str]]:
         manifest = BundleManifest.model_validate_json((folder / "manifest.json").read_text())
         if not manifest.adapters:
             raise ContractError(folder, "this bundle lists no adapters")
-        files = {a.name: folder / a.files[0].path for a in manifest.adapters}
-        return folder / manifest.adapters[0].variants[0], files, {}
+        variant = manifest.adapters[0].variants[0]
+        files = {a.name: folder / b.file for a in manifest.adapters if (b := a.base_for(variant))}
+        systems = {a.name: a.prompt.system for a in manifest.adapters if a.prompt.system}
+        return folder / variant, files, systems
     raise ContractError(folder, "neither an `slmops adapters export` folder nor a bundle")
 
 

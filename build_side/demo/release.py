@@ -1,9 +1,11 @@
-"""The demo's release: the repository's SmolLM2 recipe run through the build pipeline, once.
+"""The demo's release: the repository's ops recipe run through the build pipeline, once.
 
-The recipe (manifests/recipes/smollm2-135m-instruct.yaml) converts SmolLM2-135M-Instruct into cpu-fp32,
-cpu-int8 and cpu-int4, measures each against fp32, bundles, signs and publishes them. A registry never
-holds two different manifests for one name@version, so a release already there is reused as it is:
-the second run of the demo builds nothing (and the pipeline itself skips unchanged stages).
+The recipe (manifests/recipes/finetune-smollm2-ops-adapters.yaml) trains two LoRA adapters on
+SmolLM2-135M-Instruct (a fleet operator's requests as intents and as JSON commands), builds cpu-fp32
+and cpu-int4 bases with LoRA inputs, exports each adapter beside each base, measures the bases and
+scores the adapters, then bundles, signs and publishes them. A registry never holds two different
+manifests for one name@version, so a release already there is reused as it is: the second run of
+the demo builds nothing (and the pipeline itself skips unchanged stages; trained adapters are cached).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from build_side.fleet.catalog import manifest_path
 from edge_agent.errors import BuildError
 from edge_agent.signing import SigningKey
 
-RECIPE = Path(__file__).resolve().parents[2] / "manifests" / "recipes" / "smollm2-135m-instruct.yaml"
+RECIPE = Path(__file__).resolve().parents[2] / "manifests" / "recipes" / "finetune-smollm2-ops-adapters.yaml"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Release:
     variants: list[str]
     built: bool  # False: reused from the registry
     evals: dict[str, str]  # variant -> one line of its build-time quality figures
+    adapters: dict[str, str]  # adapter -> what it is for and its scores, one line
 
 
 def recipe_bundle(recipe: Path = RECIPE) -> tuple[str, str]:
@@ -46,7 +49,7 @@ def _held(registry: Path, name: str, version: str) -> Release | None:
     if not path.is_file():
         return None
     m = parse_manifest(path.read_bytes(), path)
-    return Release(m.ref, path.parent, [v.id for v in m.variants], False, _evals(m))
+    return Release(m.ref, path.parent, [v.id for v in m.variants], False, _evals(m), _adapter_lines(m))
 
 
 def _evals(manifest) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -61,6 +64,14 @@ def _evals(manifest) -> dict[str, str]:  # type: ignore[no-untyped-def]
         if e.top1_agreement is not None and v.id != e.reference:
             parts.append(f"top-1 {e.top1_agreement:.1%}")
         out[v.id] = ", ".join(parts)
+    return out
+
+
+def _adapter_lines(manifest) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for a in manifest.adapters:
+        scores = ", ".join(f"{s.variant} {s.split} {s.metric} {s.value:.2f}" for s in a.scores)
+        out[a.name] = f"{a.trained_for}" + (f"\n      {scores}" if scores else "")
     return out
 
 
@@ -89,4 +100,4 @@ def ensure_release(registry: Path, key: SigningKey, work: Path, console: Console
     made = _held(registry, name, version)
     if made is None:
         raise BuildError(f"the pipeline ran but {registry} does not hold {name}@{version}")
-    return Release(made.ref, made.path, made.variants, True, made.evals)
+    return Release(made.ref, made.path, made.variants, True, made.evals, made.adapters)

@@ -1,5 +1,9 @@
 """The end-to-end demo: source -> signed release -> registry -> device -> deploy -> ask -> bench -> status.
 
+The release is smollm2-ops (SmolLM2-135M-Instruct with two LoRA adapters for a fleet operator's
+requests); the device is asked, through the official `openai` client, per adapter, requests it never
+trained on (from the hand-written held-out set), and the demo says how many answers were right.
+
 Everything runs on this machine on embedded defaults: the registry under the user's data dir, served
 over HTTP on a free port; one edge agent as a local device (its own config, state dir and API port);
 Mosquitto when one listens on 127.0.0.1:1883, HTTP polling of channels/demo.json otherwise. Whatever
@@ -40,12 +44,18 @@ from edge_agent.contracts import (
 from edge_agent.signing import SigningKey
 
 FLEET, DEVICE, GROUP, CHANNEL = "demo", "demo-device", "demo", "demo"
-STEPS = 8
+# Operator requests the adapters never trained on, from manifests/eval/ops_heldout.jsonl (chosen as
+# three intents and three kinds of target, before any answer was seen; the demo knows what is right).
+DEMO_REQUESTS = (
+    "revert the stadium group, the new release is bad",
+    "please roll receipt-reader 2.3.1 onto nuc-03",
+    "fetch the agent logs from beacon-9",
+)
 
 
 @dataclass
 class DemoOptions:
-    prompt: str
+    prompt: str | None  # a question for the base model, beside the adapters' task
     home: Path  # the user's data dir (SLMOPS_HOME)
     transport: str = "auto"  # auto, mqtt or http
     broker: str = "mqtt://127.0.0.1:1883"
@@ -59,6 +69,9 @@ class DemoResult:
     seconds: float = 0.0
     transport: str = ""
     answer: str = ""
+    right: int = 0
+    asked: int = 0
+    answers: list[dict[str, str]] = field(default_factory=list)
     bench: BenchRecord | None = None
     outcome: str = ""
     steps: dict[str, float] = field(default_factory=dict)
@@ -70,6 +83,7 @@ class Story:
         self.console = console
         self.result = DemoResult()
         self._step = 0
+        self.steps = 9 if opts.prompt else 8
         self.wall_start = time.time()
         self.ref = "{}@{}".format(*recipe_bundle())
 
@@ -78,7 +92,7 @@ class Story:
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
         self._step += 1
-        self.console.rule(f"[bold]{self._step}/{STEPS} {title}")
+        self.console.rule(f"[bold]{self._step}/{self.steps} {title}")
         started = time.monotonic()
         yield
         took = time.monotonic() - started
@@ -98,7 +112,7 @@ class Story:
             key = self.signing_key(demo_dir / "keys")
             with self.step("model source: SmolLM2-135M-Instruct"):
                 self.prepare_source()
-            with self.step("release: build, sign and publish the cpu variants"):
+            with self.step("release: train the adapters, build, sign and publish"):
                 self.ref = self.release(registry_dir, key, demo_dir / "build")
             with self.step("registry: serve it over HTTP"):
                 registry_url = self.serve_registry(stack, registry_dir)
@@ -112,8 +126,11 @@ class Story:
                 self.wait_online(watch, agent)
             with self.step(f"deploy {self.ref} and watch its events"):
                 self.deploy(history, key, registry_dir, watch, agent)
-            with self.step("ask the device through its OpenAI-compatible API"):
-                self.ask(agent)
+            with self.step("ask each adapter operator requests it never trained on"):
+                self.ask_adapters(agent)
+            if self.opts.prompt:
+                with self.step("ask the base model through the same API"):
+                    self.ask(agent)
             with self.step("the device's bench record"):
                 self.show_bench(history, watch, agent)
             with self.step("fleet status"):
@@ -150,6 +167,8 @@ class Story:
         self.say(f"{rel.ref}: {verb}\n  {rel.path}")
         for variant in rel.variants:
             self.say(f"  {variant:<9} {rel.evals.get(variant, '')}")
+        for name, line in rel.adapters.items():
+            self.say(f"  adapter {name}: {line}")
         return rel.ref
 
     def serve_registry(self, stack: ExitStack, registry: Path) -> str:
@@ -321,21 +340,66 @@ class Story:
             time.sleep(0.3)
         return None, f"no result within {self.opts.deploy_timeout_s:.0f} s"
 
-    def ask(self, agent: LocalAgent) -> None:
+    def client(self, agent: LocalAgent):  # type: ignore[no-untyped-def]
         from openai import OpenAI
 
         with self.console.status("waiting for the model to be served ..."):
             agent.wait_api(timeout_s=120, path="/readyz")
-        client = OpenAI(base_url=agent.device.api_url + "/v1", api_key="not-needed-on-localhost")
+        return OpenAI(base_url=agent.device.api_url + "/v1", api_key="not-needed-on-localhost")
+
+    def ask_adapters(self, agent: LocalAgent) -> None:
+        """Each adapter, by name, the demo's requests; its own system prompt and answer budget come
+        from its card in the manifest (the agent applies them), so the request is the bare text."""
+        from build_side.tasks import ops
+
+        client = self.client(agent)
+        cards = [m for m in client.models.list().data if ":" in m.id]
+        if not cards:
+            raise FleetError(f"the device serves no adapters: {[m.id for m in client.models.list().data]}")
+        expected = {r.input: r for r in ops.load_requests()}
+        for card in cards:
+            info = (card.model_extra or {}).get("adapter") or {}
+            fmt = (info.get("prompt") or {}).get("answer_format", "text")
+            skill = "intent" if fmt == "label" else "command" if fmt == "json" else None
+            self.say(f"[bold]{card.id}[/]: {info.get('trained_for', '')}")
+            for text in DEMO_REQUESTS:
+                reply = client.chat.completions.create(
+                    model=card.id, messages=[{"role": "user", "content": text}], temperature=0.0
+                )
+                answer = (reply.choices[0].message.content or "").strip()
+                request = expected[text]
+                right = (
+                    ops.intent_hit(answer, request)
+                    if skill == "intent"
+                    else ops.command_hit(answer, request)
+                    if skill == "command"
+                    else None
+                )
+                mark = "[green]right[/]" if right else "[red]wrong[/]" if right is not None else ""
+                want = request.intent if skill == "intent" else json.dumps(request.command.as_dict())
+                self.say(f"  Q: {text}\n  A: {answer}  {mark}" + ("" if right else f"\n     expected {want}"))
+                self.result.answers.append({"model": card.id, "request": text, "answer": answer})
+                if right is not None:
+                    self.result.asked += 1
+                    self.result.right += bool(right)
+        self.say(
+            f"[bold]{self.result.right} of {self.result.asked} answers right[/] "
+            "(requests none of the adapters trained on; README has the whole held-out set's scores)"
+        )
+
+    def ask(self, agent: LocalAgent) -> None:
+        client = self.client(agent)
         model = client.models.list().data[0].id
-        self.say(f"model {model} at {agent.device.api_url}/v1 (official openai client)")
+        self.say(
+            f"model {model} (the base, no adapter) at {agent.device.api_url}/v1 (official openai client)"
+        )
         self.say(f"[bold]Q:[/] {self.opts.prompt}")
         self.console.print("[bold]A:[/] ", end="")
         started = time.monotonic()
         parts: list[str] = []
         stream = client.chat.completions.create(
             model=model,
-            messages=[{"role": "user", "content": self.opts.prompt}],
+            messages=[{"role": "user", "content": self.opts.prompt or ""}],
             max_tokens=self.opts.max_tokens,
             temperature=0.0,
             stream=True,

@@ -96,6 +96,27 @@ class EvalSettings(Settings):
     before: bool = Field(True, description="also score the base model before training")
 
 
+class HeldoutSettings(Settings):
+    """A request set written apart from the training data, scored after export (ops task format:
+    `build_side.tasks.ops`); the score goes into the manifest beside the validation score."""
+
+    path: Path = Field(description="JSONL of {input, intent, command}")
+    skill: Literal["intent", "command"] = Field(description="which answer this adapter gives")
+
+
+class ReleaseSettings(Settings):
+    """How the adapter is asked once it ships: its card in the bundle manifest."""
+
+    answer_format: Literal["text", "label", "json"] = Field(
+        "text", description="label: one of the training labels; json: one JSON object"
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="default answer budget (None: eval.max_new_tokens)"
+    )
+    temperature: float | None = Field(None, ge=0, description="None: the bundle's default")
+    heldout: HeldoutSettings | None = None
+
+
 class FinetuneConfig(Settings):
     name: str = Field("adapter", pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", description="adapter name")
     trained_for: str = Field("", description="one line for the bundle manifest")
@@ -111,6 +132,7 @@ class FinetuneConfig(Settings):
         "(onnxruntime's RTN, symmetric), so the adapter learns around the quantization error",
     )
     quantize_block_size: Literal[16, 32, 64, 128, 256] = Field(32, description="as the variant's block_size")
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:

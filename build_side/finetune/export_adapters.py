@@ -5,6 +5,8 @@
       cpu-int4.variant.json      its record, as `slmops convert` writes it: `slmops bundle out
                                  --adapter NAME=out/adapters/NAME.onnx_adapter` makes the release
       adapters/<name>.onnx_adapter
+      adapters/<name>.adapter.json   its card: the base weights it belongs to, what it is for, how
+                                     it is asked (system prompt, answer format, generation defaults)
       export.json                the LoRA inputs, each adapter's rank and what it is for
 
 How: the onnxruntime-genai model builder (`adapter_path=`) writes each adapted projection as
@@ -30,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from build_side.convert import ConvertedVariant, VariantSpec, builder_command, parse_variant, tool_versions
-from edge_agent.contracts import Quantization, SourceInfo
+from edge_agent.adapters import CARD_SUFFIX, folder_digest
+from edge_agent.contracts import AdapterCard, AdapterInfo, Quantization, SourceInfo
 from edge_agent.errors import TrainingError
 
 LORA_INPUT = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
@@ -256,14 +259,14 @@ def export_adapters(
     variant: str | VariantSpec = "cpu-int4",
     *,
     source: SourceInfo | None = None,
-    descriptions: dict[str, dict[str, Any]] | None = None,
+    infos: dict[str, AdapterInfo] | None = None,
 ) -> AdapterExport:
     """Build one ONNX base with LoRA inputs and one `.onnx_adapter` per PEFT folder in `adapters`.
 
     `variant` is a precision (`int4`), a convert target (`cpu-int4`) or the recipe's `VariantSpec`,
     so the base is built with the same settings as the variant `slmops convert` makes; `out_dir`
-    is laid out as a convert output, for `slmops bundle`. `descriptions` adds per-adapter notes
-    (trained_for, system prompt) to export.json.
+    is laid out as a convert output, for `slmops bundle`. Each adapter gets a card beside its file
+    with the base's weights digest and its `infos` entry (what it is for and how it is asked).
     """
     if not adapters:
         raise TrainingError("no adapters to export")
@@ -274,6 +277,11 @@ def export_adapters(
     weights = lora_weights(base_hf_dir, adapters)
     modules = {m for w in weights.values() for m in w}
     extra = {}
+    if spec.gguf_blocks:
+        raise TrainingError(
+            f"{spec.id}: a base with LoRA inputs is built by the model builder; carried GGUF blocks "
+            "(gguf_blocks) cannot take LoRA inputs: drop gguf_blocks for this variant"
+        )
     if spec.resolved.precision in ("int4", "int8"):  # keep every LoRA MatMul float, see the module docstring
         extra["nodes_to_exclude"] = ",".join(builder_node_name(m, ab) for m in sorted(modules) for ab in "AB")
     if out_dir.exists():
@@ -294,25 +302,57 @@ def export_adapters(
         )
     _variant_record(spec, source or SourceInfo(kind="hf-folder", ref=str(base_hf_dir))).save(out_dir)
     (out_dir / "adapters").mkdir()
+    base_digest = folder_digest(out_dir / spec.id)
     files, info = {}, {}
     for name in adapters:
         path = out_dir / "adapters" / f"{name}.onnx_adapter"
         rank = _write_adapter_file(name, weights[name], lora_inputs, path)
+        card = AdapterCard(
+            **(infos or {}).get(name, AdapterInfo(name=name)).model_dump(exclude={"name"}),
+            name=name,
+            base_weights_sha256=base_digest,
+        )
+        write_card(card, path)
         files[name] = path
         info[name] = {
             "file": f"adapters/{name}.onnx_adapter",
             "rank": rank,
             "modules": len(weights[name]),
-            **(descriptions or {}).get(name, {}),
+            "trained_for": card.trained_for,
+            "system": card.prompt.system,
         }
     summary = {
         "base": spec.id,
+        "base_weights_sha256": base_digest,
         "precision": spec.resolved.precision,
         "lora_inputs": len(lora_inputs),
         "adapters": info,
     }
     (out_dir / "export.json").write_text(json.dumps(summary, indent=2))
     return AdapterExport(out_dir / spec.id, files, summary)
+
+
+def card_path(adapter_file: Path) -> Path:
+    return adapter_file.with_name(adapter_file.name.removesuffix(".onnx_adapter") + CARD_SUFFIX)
+
+
+def write_card(card: AdapterCard, adapter_file: Path) -> Path:
+    path = card_path(adapter_file)
+    path.write_text(card.model_dump_json(indent=2, exclude_defaults=False) + "\n")
+    return path
+
+
+def read_card(adapter_file: Path) -> AdapterCard:
+    path = card_path(adapter_file)
+    try:
+        return AdapterCard.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise TrainingError(
+            f"{adapter_file}: no adapter card {path.name} beside it; export adapters with "
+            "`slmops adapters export` (the card records the base they belong to)"
+        ) from exc
+    except ValueError as exc:
+        raise TrainingError(f"{path}: not a valid adapter card ({exc})") from exc
 
 
 # -- trying them with onnxruntime-genai ---------------------------------------------------------

@@ -28,18 +28,26 @@ from edge_agent.contracts.events import (
 from edge_agent.contracts.manifest import (
     BUNDLE_SCHEMA,
     Adapter,
+    AdapterBase,
+    AdapterCard,
+    AdapterGeneration,
+    AdapterInfo,
+    AdapterPrompt,
+    AdapterScore,
     BundleManifest,
     GenerationDefaults,
     Quantization,
     SourceInfo,
     Variant,
     VariantEval,
+    weights_digest,
 )
 from edge_agent.contracts.registry_index import INDEX_SCHEMA, IndexEntry, RegistryIndex
 
 # Exported as JSON Schema to manifests/schemas/<file>; a test fails when they drift.
 SCHEMA_FILES: dict[str, type] = {
     "bundle-manifest.schema.json": BundleManifest,
+    "adapter-card.schema.json": AdapterCard,
     "desired-state.schema.json": DesiredState,
     "event.schema.json": Event,
     "reported-state.schema.json": ReportedState,
@@ -58,6 +66,12 @@ __all__ = [
     "TERMINAL_STATES",
     "ActiveModel",
     "Adapter",
+    "AdapterBase",
+    "AdapterCard",
+    "AdapterGeneration",
+    "AdapterInfo",
+    "AdapterPrompt",
+    "AdapterScore",
     "BenchMeta",
     "BenchRecord",
     "BundleManifest",
@@ -82,4 +96,5 @@ __all__ = [
     "VariantEval",
     "VariantPolicy",
     "check_relative_path",
+    "weights_digest",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -52,12 +54,107 @@ class Variant(Contract):
     files: list[FileEntry] = Field(min_length=1)
     eval: VariantEval | None = None
 
+    def weights_digest(self) -> str:
+        """The digest an adapter's `weights_sha256` must equal to apply to this variant."""
+        return weights_digest(self.files, prefix=f"{self.id}/")
 
-class Adapter(Contract):
+
+WEIGHT_SUFFIXES = (".onnx", ".onnx.data")
+
+
+def weights_digest(files: Iterable[FileEntry], prefix: str = "") -> str:
+    """The identity of a variant's base: sha256 over the (name, sha256) of its ONNX graph and weight
+    files, by name; `prefix` (the variant's folder, e.g. `cpu-int4/`) is dropped from each path, so a
+    bundle's manifest and a bare variant folder on disk give the same digest."""
+    pairs = sorted((f.path.removeprefix(prefix), f.sha256) for f in files if f.path.endswith(WEIGHT_SUFFIXES))
+    if not pairs:
+        raise ValueError("no ONNX files to take the weights digest of")
+    return hashlib.sha256("".join(f"{name}\0{sha}\n" for name, sha in pairs).encode()).hexdigest()
+
+
+class AdapterPrompt(Contract):
+    """How the adapter was trained to be asked; the agent applies it when a request names the adapter."""
+
+    system: str | None = Field(
+        None, description="system turn the adapter was trained with; used when a request brings none"
+    )
+    answer_format: Literal["text", "label", "json"] = Field(
+        "text", description="label: one of `labels`; json: one JSON object; text: free text"
+    )
+    labels: list[str] = Field(default_factory=list, description="the answers a label adapter gives")
+    probe: str | None = Field(
+        None, description="a request of the adapter's task, asked once by the health gate at install"
+    )
+
+
+class AdapterGeneration(Contract):
+    """Generation defaults of the adapter's task; a request's own values win, then these, then the
+    bundle's `generation_defaults`."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+
+
+class AdapterScore(Contract):
+    """A measured score of the adapter on one variant, on its validation split or a held-out set."""
+
+    variant: Name
+    split: Literal["validation", "heldout"]
+    metric: str = Field(description="accuracy, exact_match, ...")
+    value: float = Field(ge=0, le=1)
+    examples: int = Field(ge=1)
+    data: str = Field("", description="the data set's file name and sha256 prefix")
+
+
+class AdapterBase(Contract):
+    """One variant the adapter applies to: the base's weights it was exported against, and its file."""
+
+    variant: Name
+    weights_sha256: Sha256 = Field(description="weights_digest of the variant's ONNX files")
+    file: RelPath = Field(description="the adapter's `.onnx_adapter` for this variant (one of `files`)")
+
+
+class AdapterInfo(Contract):
+    """What an adapter is for and how to ask it: written beside each exported `.onnx_adapter`
+    (`<name>.adapter.json`, with `base_weights_sha256`) and carried into the bundle manifest."""
+
     name: Name
-    files: list[FileEntry] = Field(min_length=1)
-    variants: list[Name] = Field(min_length=1, description="variant ids the adapter applies to")
     trained_for: str = ""
+    prompt: AdapterPrompt = Field(default_factory=AdapterPrompt)
+    generation: AdapterGeneration = Field(default_factory=AdapterGeneration)
+    scores: list[AdapterScore] = Field(default_factory=list)
+
+
+class AdapterCard(AdapterInfo):
+    """The sidecar of one exported adapter file: its info and the base it was exported against."""
+
+    base_weights_sha256: Sha256
+
+
+class Adapter(AdapterInfo):
+    files: list[FileEntry] = Field(min_length=1)
+    bases: list[AdapterBase] = Field(min_length=1, description="the variants it applies to")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Adapter:
+        paths = {f.path for f in self.files}
+        variants = [b.variant for b in self.bases]
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"adapter {self.name!r} lists a variant twice: {variants}")
+        for b in self.bases:
+            if b.file not in paths:
+                raise ValueError(f"adapter {self.name!r}: {b.file} (for {b.variant}) is not in its files")
+        return self
+
+    @property
+    def variants(self) -> list[str]:
+        return [b.variant for b in self.bases]
+
+    def base_for(self, variant_id: str) -> AdapterBase | None:
+        return next((b for b in self.bases if b.variant == variant_id), None)
 
 
 class SourceInfo(Contract):
@@ -100,6 +197,9 @@ class BundleManifest(Contract):
         ids = [v.id for v in self.variants]
         if len(set(ids)) != len(ids):
             raise ValueError(f"variant ids must be unique, got {ids}")
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names must be unique, got {names}")
         for adapter in self.adapters:
             unknown = set(adapter.variants) - set(ids)
             if unknown:
@@ -120,10 +220,24 @@ class BundleManifest(Contract):
         """Every file listed by the manifest, variants first, then adapters."""
         return [f for v in self.variants for f in v.files] + [f for a in self.adapters for f in a.files]
 
+    def files_for(self, variant_id: str) -> list[FileEntry]:
+        """What a device that runs this variant needs: its files and those of its adapters."""
+        variant = self.variant(variant_id)
+        wanted = {b.file for a in self.adapters for b in a.bases if b.variant == variant_id}
+        extra = {f.path: f for a in self.adapters for f in a.files if f.path in wanted}
+        return list(variant.files) + list(extra.values())
+
 
 __all__ = [
     "BUNDLE_SCHEMA",
+    "WEIGHT_SUFFIXES",
     "Adapter",
+    "AdapterBase",
+    "AdapterCard",
+    "AdapterGeneration",
+    "AdapterInfo",
+    "AdapterPrompt",
+    "AdapterScore",
     "BundleManifest",
     "GenerationDefaults",
     "Quantization",
@@ -131,4 +245,5 @@ __all__ = [
     "SourceInfo",
     "Variant",
     "VariantEval",
+    "weights_digest",
 ]

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from edge_agent import adapters as adapter_files
 from edge_agent.activation import Candidate
 from edge_agent.contracts import BundleManifest
 from edge_agent.errors import HealthCheckError, ModelRuntimeError, ProviderUnavailableError
@@ -47,11 +48,13 @@ class ProbeActivator:
     ) -> Candidate:
         fallbacks: list[str] = []
         deadline = time.monotonic() + timeout_s
+        # an adapter for another base is refused here, before any child loads anything
+        with_adapters = bool(adapter_files.from_manifest(manifest, variant_id, Path(install_dir)))
         for i, provider in enumerate(providers):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            code, detail = self._probe(Path(install_dir) / variant_id, provider, left)
+            code, detail = self._probe(Path(install_dir) / variant_id, provider, left, with_adapters)
             if code == 0:
                 return Candidate(Path(install_dir), manifest, variant_id, provider, fallbacks, detail)
             # A provider other than the CPU failing to load may be the provider, not the model: try the next.
@@ -63,9 +66,12 @@ class ProbeActivator:
             raise HealthCheckError(f"{manifest.ref} {variant_id} on {provider}: {detail}")
         raise HealthCheckError(f"{manifest.ref} {variant_id}: no answer within {timeout_s:g} s")
 
-    def _probe(self, variant_dir: Path, provider: str, timeout_s: float) -> tuple[int, dict | str]:
+    def _probe(
+        self, variant_dir: Path, provider: str, timeout_s: float, with_adapters: bool
+    ) -> tuple[int, dict | str]:
         cmd = [sys.executable, "-m", "edge_agent.deploy.probe", str(variant_dir), "--provider", provider]
         cmd += ["--prompt", self.runtime.probe_prompt, "--max-tokens", str(self.runtime.probe_max_tokens)]
+        cmd += ["--adapters"] if with_adapters else []
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -102,27 +108,34 @@ class ProbeActivator:
         """Nothing stays loaded after a probe: the child process is gone."""
 
 
-def probe(variant_dir: Path, provider: str, prompt: str, max_tokens: int) -> dict:
-    """Load and answer one prompt; what the child process runs."""
-    from edge_agent.runtime import GenerationParams, LoadedModel
+def probe(
+    variant_dir: Path, provider: str, prompt: str, max_tokens: int, with_adapters: bool = False
+) -> dict:
+    """Load and answer one prompt, then (with_adapters) load each of the manifest's adapters for this
+    variant and ask it one request of its task; what the child process runs."""
+    from edge_agent import probing
+    from edge_agent.runtime import LoadedModel
 
     t0 = time.perf_counter()
     model = LoadedModel(variant_dir, provider)
     load_s = time.perf_counter() - t0
-    try:
-        text = model.chat_prompt([{"role": "user", "content": prompt}])
-    except Exception:  # no chat template in this variant: ask the plain prompt
-        text = prompt
-    pieces = list(model.stream(model.encode(text), GenerationParams(max_new_tokens=max_tokens)))
-    if not pieces:
-        raise HealthCheckError("the model produced no token")
-    return {
+    answer = probing.ask(model, prompt, max_tokens)
+    result = {
         "provider": provider,
         "load_s": round(load_s, 3),
-        "answer_s": round(time.perf_counter() - t0 - load_s, 3),
-        "tokens": len(pieces),
-        "text": "".join(pieces),
+        "answer_s": round(answer.seconds, 3),
+        "tokens": answer.tokens,
+        "text": answer.text,
     }
+    if with_adapters:
+        install_dir = variant_dir.parent
+        manifest = BundleManifest.model_validate_json((install_dir / "manifest.json").read_bytes())
+        result["adapters"] = {}
+        for adapter in adapter_files.from_manifest(manifest, variant_dir.name, install_dir):
+            model.load_adapter(adapter.name, adapter.path)
+            got = probing.ask(model, prompt, max_tokens, adapter=adapter.info)
+            result["adapters"][adapter.name] = {"tokens": got.tokens, "text": got.text}
+    return result
 
 
 def _bench(args: argparse.Namespace) -> dict:
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default=CPU)
     parser.add_argument("--prompt", default=RuntimeSettings().probe_prompt)
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--adapters", action="store_true", help="also probe the manifest's adapters")
     parser.add_argument("--bench", action="store_true", help="then run the short device bench")
     parser.add_argument("--model-ref", default="")
     parser.add_argument("--device", default=None)
@@ -158,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from edge_agent.runtime import LoadedModel  # noqa: F401  (import errors count as load errors)
 
-        result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens)
+        result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens, args.adapters)
         if args.bench:
             result = {"probe": result, "bench": _bench(args)}
     except ModelRuntimeError as exc:

@@ -26,6 +26,7 @@ import httpx
 import psutil
 
 from edge_agent.activation import Activator, Candidate
+from edge_agent.adapters import check_bases
 from edge_agent.bundle_check import (
     MANIFEST,
     SIGNATURE,
@@ -409,9 +410,7 @@ class Reconciler:
         return installed.manifest()
 
     def _files(self, rec: JournalRecord, manifest: BundleManifest) -> list[FileEntry]:
-        variant = manifest.variant(rec.variant or "")
-        adapters = [f for a in manifest.adapters if variant.id in a.variants for f in a.files]
-        return list(variant.files) + adapters
+        return manifest.files_for(rec.variant or "")
 
     def _manifest_url(self, rec: JournalRecord) -> str:
         return urljoin(self.config.registry_url, self._desired(rec).bundle.manifest_url)
@@ -431,6 +430,7 @@ class Reconciler:
             raise IncompatibleError(f"{url} is {manifest.ref}, the desired state asks for {rec.bundle}")
         choice = choose_variant(manifest, desired.variant_policy, override=self.config.runtime.providers)
         rec.variant, rec.providers = choice.variant_id, choice.providers
+        check_bases(manifest, rec.variant)  # an adapter for other weights: refused before any download
         log.info(
             "%s: variant %s on %s (%s)", rec.bundle, rec.variant, rec.providers, "; ".join(choice.reasons)
         )

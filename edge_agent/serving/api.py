@@ -167,8 +167,9 @@ def create_app(
             ids = await asyncio.to_thread(prompt, model)
             params = translate.generation_params(
                 req,
-                lease.served.defaults,
+                lease.defaults,
                 adapter=lease.adapter,
+                default_max_tokens=lease.default_max_tokens,
                 prompt_tokens=len(ids),
                 context_length=model.context_length,
             )
@@ -226,13 +227,15 @@ def create_app(
     @app.get("/v1/models", tags=["openai"], dependencies=[Depends(check_key)], responses=_ERRORS)
     async def list_models() -> ModelList:
         created = _created(host)
-        return ModelList(data=[ModelCard(id=i, created=created) for i in host.model_ids()])
+        return ModelList(
+            data=[ModelCard(id=i, created=created, adapter=host.adapter_info(i)) for i in host.model_ids()]
+        )
 
     @app.get("/v1/models/{model_id}", tags=["openai"], dependencies=[Depends(check_key)], responses=_ERRORS)
     async def get_model(model_id: str) -> ModelCard:
         if model_id not in host.model_ids():
             raise UnknownModelError(f"model {model_id!r} is not served here", "model")
-        return ModelCard(id=model_id, created=_created(host))
+        return ModelCard(id=model_id, created=_created(host), adapter=host.adapter_info(model_id))
 
     @app.post(
         "/v1/chat/completions",
@@ -243,7 +246,7 @@ def create_app(
     )
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Response:
         lease = host.acquire(req.model)
-        messages = translate.chat_messages(req)
+        messages = translate.with_system(translate.chat_messages(req), lease.system_prompt)
         template = lease.served.chat_template
         job = await start(lease, lambda m: m.encode(m.chat_prompt(messages, template)), req)
         rid, created, model_id = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model_id
@@ -262,7 +265,7 @@ def create_app(
     )
     async def completions(req: CompletionRequest, request: Request) -> Response:
         lease = host.acquire(req.model)
-        prompt = translate.completion_prompt(req, lease.served.defaults)
+        prompt = translate.completion_prompt(req, lease.defaults)
         job = await start(lease, lambda m: m.encode(prompt), req)
         rid, created, model_id = f"cmpl-{uuid.uuid4().hex}", int(time.time()), lease.model_id
         prefix = prompt if req.echo else ""

@@ -18,8 +18,10 @@ from typing import Any
 
 import onnxruntime as ort
 
+from edge_agent import adapters as adapter_files
+from edge_agent import probing
 from edge_agent.activation import Candidate
-from edge_agent.contracts import BundleManifest, GenerationDefaults, VariantPolicy
+from edge_agent.contracts import AdapterInfo, BundleManifest, GenerationDefaults, VariantPolicy
 from edge_agent.errors import (
     ContractError,
     HealthCheckError,
@@ -30,7 +32,7 @@ from edge_agent.errors import (
     UnknownModelError,
 )
 from edge_agent.providers.selection import Choice, choose_variant
-from edge_agent.runtime import GenerationParams, LoadedModel
+from edge_agent.runtime import LoadedModel
 from edge_agent.serving.settings import RuntimeSettings
 
 log = logging.getLogger("edge_agent.serving")
@@ -51,6 +53,7 @@ class ServedModel:
     model: LoadedModel | None
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
     chat_template: str | None = None
+    adapter_infos: dict[str, AdapterInfo] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
     load_s: float = 0.0
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -100,6 +103,30 @@ class Lease:
         """What the API answers as `model`: name@version, with ':adapter' when one was asked for."""
         return self.served.ref + (f":{self.adapter}" if self.adapter else "")
 
+    @property
+    def adapter_info(self) -> AdapterInfo | None:
+        return self.served.adapter_infos.get(self.adapter) if self.adapter else None
+
+    @property
+    def defaults(self) -> GenerationDefaults:
+        """The bundle's generation defaults with the adapter's own on top."""
+        info = self.adapter_info
+        if info is None:
+            return self.served.defaults
+        g = info.generation.model_dump(exclude={"max_tokens"}, exclude_none=True)
+        return self.served.defaults.model_copy(update=g)
+
+    @property
+    def default_max_tokens(self) -> int | None:
+        info = self.adapter_info
+        return info.generation.max_tokens if info else None
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system turn the adapter was trained with (applied when the request has none)."""
+        info = self.adapter_info
+        return info.prompt.system if info else None
+
     def release(self) -> None:
         if not self._released:
             self._released = True
@@ -147,20 +174,17 @@ class ModelHost:
         """Load the variant with the first provider that starts and answers the probe prompt."""
         install_dir = Path(install_dir)
         variant_dir = install_dir / variant_id
+        deadline = time.monotonic() + timeout_s
+        adapters = adapter_files.from_manifest(manifest, variant_id, install_dir)  # another base: refused
         served = self._load_first(variant_dir, providers, timeout_s, manifest.ref)
         served.name, served.version, served.install_dir = manifest.name, manifest.version, install_dir
         served.defaults = manifest.generation_defaults
         try:
             if served.defaults.chat_template_file:
                 served.chat_template = (variant_dir / served.defaults.chat_template_file).read_text()
-            for adapter in manifest.adapters:
-                if variant_id in adapter.variants:
-                    path = next(
-                        install_dir / f.path for f in adapter.files if f.path.endswith(".onnx_adapter")
-                    )
-                    served.model.load_adapter(adapter.name, path)  # type: ignore[union-attr]
-        except (OSError, StopIteration, ModelRuntimeError) as exc:
-            raise HealthCheckError(f"{manifest.ref}: chat template or adapters did not load: {exc}") from exc
+        except OSError as exc:
+            raise HealthCheckError(f"{manifest.ref}: the chat template did not load: {exc}") from exc
+        self._load_adapters(served, adapters, deadline)
         return Candidate(install_dir, manifest, variant_id, served.provider, list(served.fallbacks), served)
 
     def promote(self, candidate: Candidate) -> None:
@@ -206,8 +230,7 @@ class ModelHost:
             providers = self.settings.providers or ["CPUExecutionProvider"]
             served = self._load_first(path, providers, 300.0, str(path))
             served.name, served.version = _slug(path.name), UNVERSIONED
-            for f in sorted(path.glob("*.onnx_adapter")) + sorted(path.glob("adapters/*.onnx_adapter")):
-                served.model.load_adapter(_slug(f.stem), f)  # type: ignore[union-attr]
+            self._load_adapters(served, adapter_files.from_folder(path), time.monotonic() + 300.0)
         else:
             raise ModelRuntimeError(
                 f"{path}: neither a bundle (manifest.json) nor a variant (genai_config.json)"
@@ -249,24 +272,34 @@ class ModelHost:
             raise ProviderUnavailableError(f"{what}: no provider could start ({detail})")
         raise HealthCheckError(f"{what}: did not load and answer the probe ({detail})")
 
-    def _probe(self, served: ServedModel, deadline: float) -> None:
-        """The health gate's question: one short greedy answer within the time left."""
+    def _load_adapters(
+        self, served: ServedModel, resolved: list[adapter_files.ResolvedAdapter], deadline: float
+    ) -> None:
+        """Load each adapter on the served model and ask it one request of its task (the health gate
+        probes every adapter once). Base mismatches were refused before anything loaded."""
         assert served.model is not None
-        model = served.model
-        try:
-            prompt = model.chat_prompt([{"role": "user", "content": self.settings.probe_prompt}])
-        except Exception:  # a model without a chat template still answers a plain prompt
-            prompt = self.settings.probe_prompt
-        gen = model.generate(
-            model.encode(prompt), GenerationParams(max_new_tokens=self.settings.probe_max_tokens)
+        for adapter in resolved:
+            try:
+                served.model.load_adapter(adapter.name, adapter.path)
+            except ModelRuntimeError as exc:
+                raise HealthCheckError(
+                    f"{served.variant_id}: adapter {adapter.name!r} did not load: {exc}"
+                ) from exc
+            served.adapter_infos[adapter.name] = adapter.info
+            self._probe(served, deadline, adapter.info)
+
+    def _probe(self, served: ServedModel, deadline: float, adapter: AdapterInfo | None = None) -> None:
+        assert served.model is not None
+        answer = probing.ask(
+            served.model,
+            self.settings.probe_prompt,
+            self.settings.probe_max_tokens,
+            adapter=adapter,
+            chat_template=served.chat_template,
+            deadline=deadline,
         )
-        for _ in gen:
-            if time.monotonic() > deadline:
-                gen.cancel()
-        if time.monotonic() > deadline:
-            raise HealthCheckError(f"{served.variant_id}: no answer to the probe prompt in time")
-        if gen.completion_tokens < 1:
-            raise HealthCheckError(f"{served.variant_id}: the probe prompt produced no tokens")
+        what = served.variant_id + (f" adapter {adapter.name!r}" if adapter else "")
+        log.info("%s answered the probe in %d tokens", what, answer.tokens)
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -314,6 +347,12 @@ class ModelHost:
     def _model_ids(served: ServedModel) -> list[str]:
         ids = [served.name, served.ref]
         return ids + [f"{served.name}:{a}" for a in served.adapters]
+
+    def adapter_info(self, model_id: str) -> AdapterInfo | None:
+        """What `name:adapter` is for, for /v1/models; None for a base model id."""
+        served = self._current
+        _, _, adapter = parse_model_id(model_id)
+        return served.adapter_infos.get(adapter) if served and adapter else None
 
     def status(self) -> dict[str, Any]:
         with self._lock:

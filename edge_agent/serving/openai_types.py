@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.contracts import AdapterInfo
+
 StopField = Annotated[
     str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
     Field(description="up to 4 strings; generation ends before the first one, which is not returned"),
@@ -139,6 +141,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "slmops"
+    adapter: AdapterInfo | None = Field(
+        None, description="for 'name:adapter': what the adapter does, how it is asked, its scores"
+    )
 
 
 class ModelList(BaseModel):

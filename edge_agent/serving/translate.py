@@ -49,6 +49,13 @@ def chat_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
     return out
 
 
+def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """The adapter's system turn first, unless the request brought its own."""
+    if system is None or any(m["role"] == "system" for m in messages):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
 def completion_prompt(req: CompletionRequest, defaults: GenerationDefaults) -> str:
     if isinstance(req.prompt, list):
         if len(req.prompt) != 1:
@@ -68,8 +75,10 @@ def generation_params(
     adapter: str | None,
     prompt_tokens: int,
     context_length: int,
+    default_max_tokens: int | None = None,
 ) -> GenerationParams:
-    """The bundle's defaults overridden by the request; the token budget checked against the context."""
+    """The bundle's defaults overridden by the request; the token budget checked against the context.
+    `default_max_tokens` (an adapter's) is the budget when the request sets none."""
     check_supported(req)
     requested = getattr(req, "max_completion_tokens", None) or req.max_tokens
     limit = min(defaults.max_length, context_length)  # the bundle may allow less than the model's window
@@ -83,7 +92,7 @@ def generation_params(
             else ("messages" if isinstance(req, ChatCompletionRequest) else "prompt"),
         )
     if requested is None:
-        requested = room
+        requested = min(default_max_tokens, room) if default_max_tokens else room
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > MAX_STOP_SEQUENCES:
         raise RequestError(f"at most {MAX_STOP_SEQUENCES} stop sequences", "stop")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from build_side.bundle import BundleSettings, assemble
+from build_side.bundle import AdapterFile, BundleSettings, assemble
 from build_side.registry import publish, read_index
 from edge_agent.bundle_check import verify_bundle
-from edge_agent.errors import BundleError, PublishConflictError, SignatureError
+from edge_agent.errors import BuildError, BundleError, PublishConflictError, SignatureError
 from edge_agent.signing import SigningKey, TrustedKeys
 from tests.conftest import cli
 
@@ -118,14 +118,49 @@ def test_registry_ls_reads_a_directory_and_a_url(
 def test_assembled_bundle_carries_adapter_files(
     tiny_convert_dir: Path, tmp_path: Path, signing_key: SigningKey
 ) -> None:
+    from build_side.finetune.export_adapters import write_card
+    from edge_agent.adapters import folder_digest
+    from edge_agent.contracts import AdapterCard, AdapterPrompt
+
     adapter = tmp_path / "style.onnx_adapter"
     adapter.write_bytes(b"adapter-bytes")
+    base = folder_digest(tiny_convert_dir / "cpu-int4")
+    card = AdapterCard(
+        name="style",
+        trained_for="terse answers",
+        prompt=AdapterPrompt(system="Be terse."),
+        base_weights_sha256=base,
+    )
+    write_card(card, adapter)
     settings = BundleSettings(
-        name="tiny-chat", version="1.0.0", variants=["cpu-int4"],
-        adapters=[{"name": "style", "path": adapter, "trained_for": "terse answers"}],
+        name="tiny-chat", version="1.0.0", variants=["cpu-fp32", "cpu-int4"],
+        adapters=[{"name": "style", "path": adapter}],
     )  # fmt: skip
     result = assemble(tiny_convert_dir, tmp_path / "b", settings, signing_key)
     [a] = result.manifest.adapters
+    # only the variant whose weights the card names gets the adapter
     assert a.variants == ["cpu-int4"] and a.files[0].path == "adapters/style.onnx_adapter"
+    assert (a.trained_for, a.prompt.system, a.bases[0].weights_sha256) == ("terse answers", "Be terse.", base)
+    assert not (result.path / "adapters" / "style.adapter.json").exists()  # the manifest carries the card
     assert verify_bundle(result.path, TrustedKeys([signing_key.public])).ok
     shutil.rmtree(result.path)
+
+    # an adapter made for other weights is refused before anything is signed
+    write_card(card.model_copy(update={"base_weights_sha256": "ef" * 32}), adapter)
+    with pytest.raises(BuildError, match="none of the bundle's variants"):
+        assemble(tiny_convert_dir, tmp_path / "b", settings, signing_key)
+    forced = settings.model_copy(
+        update={"adapters": [AdapterFile(name="style", path=adapter, variants=["cpu-int4"])]}
+    )
+    with pytest.raises(BuildError, match="not cpu-int4's"):
+        assemble(tiny_convert_dir, tmp_path / "b", forced, signing_key)
+    (tmp_path / "x.onnx_adapter").write_bytes(b"no card beside it")
+    with pytest.raises(BuildError, match="no adapter card"):
+        assemble(
+            tiny_convert_dir,
+            tmp_path / "b",
+            settings.model_copy(
+                update={"adapters": [AdapterFile(name="x", path=tmp_path / "x.onnx_adapter")]}
+            ),
+            signing_key,
+        )

@@ -124,7 +124,7 @@ def test_int4_export_bundle_and_try(
     assert info["precision"] == "int4" and set(info["adapter_files"]) == {"alpha", "beta"}
 
     files = [
-        AdapterFile(name=n, path=out / "adapters" / f"{n}.onnx_adapter", trained_for=f"test {n}")
+        AdapterFile(name=n, path=out / "adapters" / f"{n}.onnx_adapter")
         for n in peft_adapters
     ]
     settings = BundleSettings(name="tiny-adapters", version="1.0.0", adapters=files)
@@ -133,6 +133,8 @@ def test_int4_export_bundle_and_try(
         "alpha.onnx_adapter",
         "beta.onnx_adapter",
     ]
+    card = json.loads((out / "adapters" / "alpha.adapter.json").read_text())
+    assert card["base_weights_sha256"] == info["base_weights_sha256"]
 
     tried = runner.invoke(
         app, ["adapters", "try", str(bundle), "--prompt", "hello there", "--max-new-tokens", "6", "--json"]

@@ -36,7 +36,14 @@ def serving_bundle(
 ) -> MakeBundle:
     """Factory: `make(version, providers=[...], device='cpu')` -> a signed bundle dir with two adapters."""
     from build_side.manifest_io import file_entries, write_signed_manifest
-    from edge_agent.contracts import Adapter, BundleManifest, GenerationDefaults, SourceInfo, Variant
+    from edge_agent.contracts import (
+        Adapter,
+        AdapterBase,
+        BundleManifest,
+        GenerationDefaults,
+        SourceInfo,
+        Variant,
+    )
 
     variant_dir, adapters = lora_variant
     root = tmp_path_factory.mktemp("serving-bundles")
@@ -47,7 +54,11 @@ def serving_bundle(
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
         device: str = "cpu",
         defaults: GenerationDefaults | None = None,
+        cards: dict[str, dict] | None = None,
+        base_sha256: str | None = None,
     ) -> Path:
+        """`cards` adds card fields per adapter (prompt, generation ...); `base_sha256` claims another
+        base for every adapter (an adapter exported for other weights)."""
         nonlocal made
         made += 1
         bundle = root / str(made) / BUNDLE_NAME / version
@@ -55,21 +66,21 @@ def serving_bundle(
         (bundle / "adapters").mkdir()
         for path in adapters.values():
             shutil.copy(path, bundle / "adapters" / path.name)
+        variant = Variant(
+            id=VARIANT,
+            precision="fp32",
+            device=device,
+            execution_providers=list(providers),
+            min_memory_mb=64,
+            files=file_entries(bundle, VARIANT),
+        )
+        base = base_sha256 or variant.weights_digest()
         manifest = BundleManifest(
             name=BUNDLE_NAME,
             version=version,
             source=SourceInfo(kind="hf-folder", ref="tiny-llama"),
             generation_defaults=defaults or GenerationDefaults(),
-            variants=[
-                Variant(
-                    id=VARIANT,
-                    precision="fp32",
-                    device=device,
-                    execution_providers=list(providers),
-                    min_memory_mb=64,
-                    files=file_entries(bundle, VARIANT),
-                )
-            ],
+            variants=[variant],
             adapters=[
                 Adapter(
                     name=name,
@@ -78,8 +89,13 @@ def serving_bundle(
                         for e in file_entries(bundle, "adapters")
                         if e.path.endswith(f"/{name}.onnx_adapter")
                     ],
-                    variants=[VARIANT],
+                    bases=[
+                        AdapterBase(
+                            variant=VARIANT, weights_sha256=base, file=f"adapters/{name}.onnx_adapter"
+                        )
+                    ],
                     trained_for="test: random weights",
+                    **(cards or {}).get(name, {}),
                 )
                 for name in adapters
             ],

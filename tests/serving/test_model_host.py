@@ -8,8 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_agent.adapters import folder_digest
 from edge_agent.bundle_check import parse_manifest
-from edge_agent.errors import HealthCheckError, ProviderUnavailableError
+from edge_agent.contracts import AdapterCard
+from edge_agent.errors import HealthCheckError, IncompatibleError, ProviderUnavailableError
 from edge_agent.http_server import BackgroundServer
 from edge_agent.runtime import GenerationParams
 from edge_agent.serving.api import create_app
@@ -93,7 +95,23 @@ def test_swap_releases_the_old_model_after_its_last_request(serving_bundle: Make
 def test_variant_folder_serves_standalone(lora_variant: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
     variant_dir, adapters = lora_variant
     folder = shutil.copytree(variant_dir, tmp_path / "My_Model")
-    for path in adapters.values():
+    for name, path in adapters.items():
         shutil.copy(path, folder / path.name)
+        card = AdapterCard(name=name, base_weights_sha256=folder_digest(folder))
+        (folder / f"{name}.adapter.json").write_text(card.model_dump_json())
     served = ModelHost().load_dir(folder)
     assert (served.name, served.version, served.adapters) == ("my-model", "0.0.0", ["alpha", "beta"])
+
+
+def test_variant_folder_refuses_an_adapter_without_its_card_or_for_another_base(
+    lora_variant: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    variant_dir, adapters = lora_variant
+    folder = shutil.copytree(variant_dir, tmp_path / "m")
+    shutil.copy(adapters["alpha"], folder / "alpha.onnx_adapter")
+    with pytest.raises(IncompatibleError, match=r"no adapter card alpha\.adapter\.json"):
+        ModelHost().load_dir(folder)
+    card = AdapterCard(name="alpha", base_weights_sha256="ab" * 32)
+    (folder / "alpha.adapter.json").write_text(card.model_dump_json())
+    with pytest.raises(IncompatibleError, match="belongs to another base"):
+        ModelHost().load_dir(folder)

@@ -123,10 +123,7 @@ def test_int4_export_bundle_and_try(
     info = json.loads(made.stdout)
     assert info["precision"] == "int4" and set(info["adapter_files"]) == {"alpha", "beta"}
 
-    files = [
-        AdapterFile(name=n, path=out / "adapters" / f"{n}.onnx_adapter")
-        for n in peft_adapters
-    ]
+    files = [AdapterFile(name=n, path=out / "adapters" / f"{n}.onnx_adapter") for n in peft_adapters]
     settings = BundleSettings(name="tiny-adapters", version="1.0.0", adapters=files)
     bundle = assemble(out, tmp_path / "bundles", settings, signing_key).path
     assert sorted(p.name for p in (bundle / "adapters").iterdir()) == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,9 @@ class Mosquitto:
             raise RuntimeError("mosquitto is not installed")
         self.port = port or free_port()
         self.conf = Path(workdir) / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n" + (extra or "allow_anonymous true\n"))
+        # run as whoever runs the tests (as root, mosquitto would drop to a user who cannot read tmp)
+        user = f"user {getpass.getuser()}\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{user}" + (extra or "allow_anonymous true\n"))
         self.log = self.conf.with_suffix(".log")
         self.proc: subprocess.Popen | None = None
 

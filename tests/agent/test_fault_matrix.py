@@ -68,6 +68,7 @@ class Registry:
 
     def stop(self) -> None:
         if self.server:
+            self.server._server.force_exit = True  # gone at once, keep-alive connections and all
             self.server.stop()
             self.server = None
 
@@ -185,14 +186,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of the filesystem."""
     filler = disk / "filler"
-    with open(filler, "wb") as fh:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
         for size in (1 << 20, 4096, 1):
             try:
                 while True:
-                    fh.write(b"\0" * size)
-                    fh.flush()
+                    os.write(fd, b"\0" * size)
             except OSError:
                 pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -233,7 +236,7 @@ def test_fault_matrix(fault: str, step: str, world: dict, tmp_path: Path, signin
     publish_desired(broker, doc)
     config = agent_config(tmp_path, broker.url, registry.url, keys_dir_of(world), state)
     log = tmp_path / "agent.log"
-    hold = 60 if fault in ("kill -9", "SIGTERM") else 2
+    hold = 60 if fault in ("kill -9", "SIGTERM") else 1
     pause = {"EDGE_AGENT_TEST_PAUSE": f"BEFORE_{step}={hold}"}
     filler = None
     try:

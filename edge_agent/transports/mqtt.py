@@ -153,7 +153,8 @@ class MqttLink:
 
 def _lost_broker_is_a_warning(record: logging.LogRecord) -> bool:
     """paho logs a dropped socket at ERROR; for a device a broker that goes away is routine."""
-    if record.levelno >= logging.ERROR and "on socket" in record.getMessage():
+    message = record.getMessage()
+    if record.levelno >= logging.ERROR and ("on socket" in message or "not connected" in message):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True
 

@@ -8,9 +8,11 @@ event's (deployment_id, seq) once). `SLMOPS_FAULT_MATRIX_OUT=file.jsonl` records
 
 Documented end states:
 - kill -9 / SIGTERM: the next start resumes the step (Range for a download) -> SUCCEEDED.
-- disk full (all of it, for the rest of the deployment): steps that write bundle bytes (ACCEPTED
-  stages the manifest, DOWNLOADING the files) -> FAILED DISK_FULL, staging removed; later steps only
-  write state, which the state reserve covers -> SUCCEEDED.
+- disk full (all of it, from the start of the step on): the first write that finds no room decides.
+  Bundle bytes (ACCEPTED stages the manifest, DOWNLOADING the files) or the store's install record
+  (INSTALLING, ACTIVATING) -> DISK_FULL: FAILED, or ROLLED_BACK once the new version was loaded;
+  staging removed. A state write (journal, ledger, events) releases the state reserve, and what is
+  left of the deployment fits in it (VERIFYING, HEALTH_CHECK) -> SUCCEEDED.
 - registry down: ACCEPTED and DOWNLOADING -> DEFERRED, retried, SUCCEEDED once it is back; later
   steps do not need it -> SUCCEEDED.
 - broker down: the deployment goes on offline (events kept in events.jsonl) -> SUCCEEDED, and the
@@ -45,6 +47,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
 }
 EXPECTED[("disk full", "ACCEPTED")] = ("FAILED", "DISK_FULL")
 EXPECTED[("disk full", "DOWNLOADING")] = ("FAILED", "DISK_FULL")
+EXPECTED[("disk full", "INSTALLING")] = ("FAILED", "DISK_FULL")
+EXPECTED[("disk full", "ACTIVATING")] = ("ROLLED_BACK", "DISK_FULL")
 V1, V2 = "tiny-chat@1.0.0", "tiny-chat@2.0.0"
 FLEET = "fmatrix"
 

@@ -19,7 +19,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import MqttSettings
 from edge_agent.http_server import BackgroundServer
-from edge_agent.transports.backoff import reconnect_delay
 from edge_agent.transports.topics import DeviceTopics
 from tests.agent.helpers import (
     DEVICE,
@@ -197,6 +196,8 @@ def test_a_registry_down_at_accepted_is_retried_and_the_document_is_not_dropped(
 
 
 def test_reconnect_delays_are_jittered_and_bounded() -> None:
+    from edge_agent.transports.backoff import reconnect_delay
+
     assert MqttSettings().reconnect_max_s == 10
     rng = random.Random(1)
     delays = [reconnect_delay(n, 1.0, 10.0, rng) for n in range(12)]

@@ -12,7 +12,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from build_side.fleet.credentials import hash_password
 from tests.conftest import REPO, cli
 from tests.mosquitto import Mosquitto, free_port
 
@@ -62,6 +61,8 @@ class Client:
 
 
 def test_hash_is_what_mosquitto_passwd_accepts(tmp_path: Path) -> None:
+    from build_side.fleet.credentials import hash_password
+
     assert hash_password("x", b"0" * 12).startswith("$7$101$")
 
 

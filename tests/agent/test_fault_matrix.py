@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +36,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.deploy.store import Store
 from edge_agent.http_server import BackgroundServer
 from edge_agent.transports.topics import DeviceTopics
-from tests.agent.helpers import DEVICE, Agent, desired, read_events, serving, wait_final, wait_until
+from tests.agent.helpers import (
+    DEVICE,
+    Agent,
+    desired,
+    fill,
+    litter,
+    read_events,
+    serving,
+    wait_final,
+    wait_until,
+)
 from tests.mosquitto import Mosquitto, free_port
 
 STEPS = ["ACCEPTED", "DOWNLOADING", "VERIFYING", "INSTALLING", "HEALTH_CHECK", "ACTIVATING"]
@@ -170,41 +179,6 @@ def retained_reported(broker: Mosquitto) -> dict | None:
     client.loop_stop()
     client.disconnect()
     return json.loads(got[-1]) if got and got[-1] else None
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode}); needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of the filesystem."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
-def litter(state: Path) -> list[str]:
-    return [str(p.relative_to(state)) for p in state.rglob("*") if p.name.endswith((".part", ".tmp"))]
 
 
 def check_nothing_lost(state: Path, deployment_id: str, active: str) -> list[str]:

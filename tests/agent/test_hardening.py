@@ -4,9 +4,7 @@ ACCEPTED, a broker that goes away. Real agent processes, real broker, real regis
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,8 @@ from tests.agent.helpers import (
     Agent,
     Fleet,
     desired,
+    fill,
+    litter,
     read_events,
     release,
     serving,
@@ -41,42 +41,6 @@ def fleet(fleet_id: str, mqtt_broker) -> Iterator[Fleet]:
     f = Fleet(fleet_id)
     yield f
     f.close()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 24 MB filesystem (tmpfs); skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode}); needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path, name: str) -> Path:
-    """Take every free byte of the filesystem."""
-    filler = disk / name
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
-def litter(state: Path) -> list[str]:
-    return [str(p.relative_to(state)) for p in state.rglob("*") if p.name.endswith((".part", ".tmp"))]
 
 
 def test_a_disk_that_fills_up_fails_the_deployment_and_the_agent_lives_on(

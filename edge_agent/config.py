@@ -44,8 +44,10 @@ class MqttSettings(Section):
     session_expiry_s: int = Field(
         86400, ge=0, description="the broker keeps our subscriptions and QoS 1 messages this long"
     )
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(60.0, gt=0)
+    reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(
+        10.0, gt=0, description="longest reconnect delay; each delay is drawn with jitter up to its bound"
+    )
 
     @field_validator("url")
     @classmethod
@@ -77,6 +79,12 @@ class HttpPollSettings(Section):
 class Limits(Section):
     keep_versions: int = Field(2, ge=1, description="installed versions kept besides the active one")
     min_free_disk_mb: int = Field(64, ge=0, description="free space left after a download, at least")
+    state_reserve_kb: int = Field(
+        1024,
+        ge=0,
+        description="a file of this size in state_dir, released when the disk fills so the journal, "
+        "agent state and events can still be written (FAILED DISK_FULL instead of a crash)",
+    )
     download_retries: int = Field(5, ge=0, description="retries of one file on transient errors")
     download_timeout_s: float = Field(30.0, gt=0, description="connect/read timeout of one request")
     backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")

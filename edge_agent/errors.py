@@ -24,6 +24,8 @@ SlmopsError
 │   ├── UnknownAdapterError      the model has no such LoRA adapter
 │   ├── ContextLengthError       prompt plus requested tokens exceed the context window
 │   ├── OverloadedError          the request queue is full (429, retry later)
+│   ├── RequestTooLargeError     the request body is over `api.max_body_bytes` (413)
+│   ├── ClientGoneError          the client hung up while its request waited for a slot
 │   └── NotReadyError            no model is loaded yet (503, retry later)
 └── BuildError           the build side could not make or publish something
     ├── ConvertError             the model builder or the quality evaluation failed
@@ -150,6 +152,14 @@ class OverloadedError(RequestError):
         super().__init__(message)
 
 
+class RequestTooLargeError(RequestError):
+    pass
+
+
+class ClientGoneError(RequestError):
+    pass
+
+
 class NotReadyError(RequestError):
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         self.retry_after_s = retry_after_s
@@ -200,6 +210,7 @@ __all__ = [
     "BuildError",
     "BundleError",
     "ChecksumMismatchError",
+    "ClientGoneError",
     "ConfigError",
     "ContextLengthError",
     "ContractError",
@@ -222,6 +233,7 @@ __all__ = [
     "RecipeError",
     "RegistryError",
     "RequestError",
+    "RequestTooLargeError",
     "SignatureError",
     "SizeMismatchError",
     "SlmopsError",

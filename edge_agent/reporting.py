@@ -2,7 +2,8 @@
 
 Every event is appended to `state_dir/events.jsonl` (kept even with no broker: `edge-agent status`
 and a person on the device read it), then published on `.../events`. The reported state is written to
-`state_dir/reported.json` and published retained on `.../reported` after every change.
+`state_dir/reported.json` and published retained on `.../reported` after every change. A full disk
+(with the state reserve spent) costs the local copy only: it is logged and the message still goes out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edge_agent.contracts import ActiveModel, BenchRecord, DeploymentState, Even
 from edge_agent.deploy import atomic
 from edge_agent.deploy.journal import Ledger
 from edge_agent.deploy.store import Store
+from edge_agent.errors import DiskFullError
 from edge_agent.transports.base import Publisher
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,10 @@ class Reporter:
         with self._lock:
             if self.events_path.exists() and self.events_path.stat().st_size > ROTATE_BYTES:
                 os.replace(self.events_path, self.events_path.with_suffix(".jsonl.1"))
-            with open(self.events_path, "a") as fh:
-                fh.write(line + "\n")
+            try:
+                atomic.append_line(self.events_path, line, self.ledger.reserve)
+            except DiskFullError as exc:
+                log.error("event not kept locally (published all the same): %s", exc)
         extra = f" {event.progress.done}/{event.progress.total}" if event.progress else ""
         err = f" {event.error.code}: {event.error.detail}" if event.error else ""
         log.info(
@@ -61,8 +65,11 @@ class Reporter:
     def bench(self, record: BenchRecord) -> None:
         """A post-install bench record: kept in bench.jsonl, published on `.../bench`."""
         line = record.model_dump_json(by_alias=True, exclude_none=True)
-        with self._lock, open(Path(self.config.state_dir) / BENCH_FILE, "a") as fh:
-            fh.write(line + "\n")
+        with self._lock:
+            try:
+                atomic.append_line(Path(self.config.state_dir) / BENCH_FILE, line, self.ledger.reserve)
+            except DiskFullError as exc:
+                log.error("bench record not kept locally (published all the same): %s", exc)
         for pub in self.publishers:
             pub.publish("bench", line.encode())
 
@@ -99,7 +106,10 @@ class Reporter:
         state = self.state()
         data = state.model_dump_json(by_alias=True, exclude_none=True).encode()
         with self._lock:
-            atomic.write_bytes(self.reported_path, data)
+            try:
+                atomic.write_bytes(self.reported_path, data, self.ledger.reserve)
+            except DiskFullError as exc:
+                log.error("reported state not kept locally (published all the same): %s", exc)
         for pub in self.publishers:
             pub.publish("reported", data, retain=True)
         return state

@@ -8,6 +8,7 @@ own `og.Generator`, and LoRA adapters are picked per generation.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,7 @@ class LoadedModel:
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
         self._adapters: og.Adapters | None = None
         self.adapter_names: list[str] = []
+        self._added: re.Pattern[str] | None = None  # the tokenizer's added tokens, read on first use
 
     def load_adapter(self, name: str, path: Path) -> None:
         """Load a `.onnx_adapter` file under `name`; requests pick it with `GenerationParams.adapter`."""
@@ -157,7 +159,52 @@ class LoadedModel:
             raise RequestError(f"the chat template rejected these messages: {exc}", "messages") from exc
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; special tokens written in it are honoured (a prompt the caller owns)."""
         return [int(t) for t in self.tokenizer.encode(text)]
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text` as plain text: a special token's string in it (`<|im_start|>`) is
+        encoded as the characters it is made of, never as the special token."""
+        ids: list[int] = []
+        pattern = self._added_tokens_pattern()
+        pieces = pattern.split(text) if pattern else [text]
+        for i, piece in enumerate(pieces):
+            if not piece:
+                continue
+            if i % 2:  # a special token's string: its first character apart breaks the match
+                ids += self.encode(piece[0]) + self.encode(piece[1:])
+            else:
+                ids += self.encode(piece)
+        return ids
+
+    def chat_prompt_ids(self, messages: list[dict[str, str]], template: str | None = None) -> list[int]:
+        """The chat prompt as token ids, the template's own markup as special tokens and every
+        message's content as text, so a caller cannot forge a role boundary inside a message."""
+        marks = [f"\ue000{i}\ue001" for i in range(len(messages))]  # private-use characters
+        text = self.chat_prompt(
+            [{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)], template
+        )
+        ids: list[int] = []
+        pos = 0
+        for message, mark in zip(messages, marks, strict=True):
+            at = text.find(mark, pos)
+            if at < 0:  # this template leaves the message out
+                continue
+            ids += self.encode(text[pos:at]) if at > pos else []
+            ids += self.encode_text(message["content"])
+            pos = at + len(mark)
+        return ids + (self.encode(text[pos:]) if pos < len(text) else [])
+
+    def _added_tokens_pattern(self) -> re.Pattern[str] | None:
+        if self._added is None:
+            try:
+                data = json.loads((self.variant_dir / "tokenizer.json").read_text())
+                tokens = [t["content"] for t in data.get("added_tokens", []) if len(t.get("content", "")) > 1]
+            except (OSError, ValueError, KeyError, TypeError):
+                tokens = []
+            tokens.sort(key=len, reverse=True)
+            self._added = re.compile("(" + "|".join(map(re.escape, tokens)) + ")") if tokens else None
+        return self._added
 
     def generate(self, prompt_ids: list[int], params: GenerationParams) -> Generation:
         """Check the request against the model, then return a lazy `Generation` (runs as it is iterated)."""

@@ -25,6 +25,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.deploy.journal import Journal, Ledger
 from edge_agent.deploy.probe import ProbeActivator
 from edge_agent.deploy.reconciler import Reconciler
+from edge_agent.deploy.reserve import Reserve
 from edge_agent.deploy.store import Store
 from edge_agent.errors import ConfigError, SlmopsError
 from edge_agent.http_server import BackgroundServer
@@ -55,8 +56,9 @@ class AgentService:
         self.config = config
         self.stop = threading.Event()
         self.store = Store(config.state_dir)
-        self.journal = Journal(config.state_dir)
-        self.ledger = Ledger(config.state_dir)
+        self.reserve = Reserve(config.state_dir, config.limits.state_reserve_kb * 1024)
+        self.journal = Journal(config.state_dir, self.reserve)
+        self.ledger = Ledger(config.state_dir, self.reserve)
         self.reporter = Reporter(config, self.store, self.ledger)
         self.trusted = TrustedKeys.from_paths(config.trusted_keys)
         if not len(self.trusted):
@@ -127,6 +129,8 @@ class AgentService:
         started = time.monotonic()
         log.info("edge-agent %s starting: %s", __version__, self.config.redacted())
         self.store.recover()
+        if not self.reserve.ensure():
+            log.warning("the state disk has no room for the %d KB state reserve", self.reserve.size // 1024)
         self.start_api()
         self.restore_active()
         for source in self.sources:

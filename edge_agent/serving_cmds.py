@@ -74,6 +74,12 @@ def serve(
         None, "--model-dir", help="One variant folder (genai_config.json)."
     ),
     bundle: Path | None = typer.Option(None, "--bundle", help="A bundle or install folder (manifest.json)."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="With --bundle: serve this variant (default: chosen as the agent chooses)."
+    ),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="With --bundle: a variant policy (YAML or JSON, as in the desired state)."
+    ),
     name: str | None = typer.Option(None, "--name", help="Model name in the API (default: the bundle's)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; anything but loopback needs a key."),
     port: int = typer.Option(8088, "--port", help="TCP port; 0 picks a free one."),
@@ -88,14 +94,21 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve one model with the OpenAI-compatible API, without the deployment machinery: for trying a
-    bundle and for benchmarks. The model name is the bundle's name (a variant folder's name), also
-    as name@version; add ':adapter' to use one of its LoRA adapters. Stops on Ctrl-C or SIGTERM."""
+    bundle and for benchmarks. A bundle's variant is chosen the way the agent chooses it (the variant
+    policy, the execution providers present, free memory), or pinned with --variant. The model name
+    is the bundle's name (a variant folder's name), also as name@version; add ':adapter' to use one
+    of its LoRA adapters. Stops on Ctrl-C or SIGTERM."""
     from edge_agent.http_server import BackgroundServer
     from edge_agent.serving.api import create_app
     from edge_agent.serving.model_host import ModelHost
 
     if (model_dir is None) == (bundle is None):
         raise typer.BadParameter("give exactly one of --model-dir and --bundle")
+    if bundle is None and (variant or policy):
+        raise typer.BadParameter("--variant and --policy choose among a bundle's variants: use --bundle")
+    variant_policy = _read_policy(policy) or VariantPolicy()
+    if variant:
+        variant_policy = variant_policy.model_copy(update={"variant": variant})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ApiSettings(
@@ -104,7 +117,7 @@ def serve(
     except ValueError as exc:
         raise ContractError("serve options", str(exc)) from exc
     model_host = ModelHost(RuntimeSettings(providers=provider or None))
-    served = model_host.load_dir(bundle or model_dir, name=name)  # type: ignore[arg-type]
+    served = model_host.load_dir(bundle or model_dir, name=name, policy=variant_policy)  # type: ignore[arg-type]
     app = create_app(model_host, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

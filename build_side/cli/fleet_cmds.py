@@ -294,6 +294,38 @@ def rollout_cmd(
 # fleet status | events | bench | rollouts | deployments -------------------------------------------
 
 
+@fleet_app.command("credentials")
+def credentials_cmd(
+    device: list[str] = typer.Option(
+        ...,
+        "--device",
+        "-d",
+        help="A device id, with its groups after a colon: kiosk-7:shops,eu (repeatable).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for passwd, acl, mosquitto.conf, credentials.json."
+    ),
+    fleet: str | None = FLEET,
+    operator: str = typer.Option("operator", "--operator", help="The operator's user name."),
+    port: int = typer.Option(1883, "--port", help="Listener port written into mosquitto.conf."),
+    json_out: bool = JSON,
+) -> None:
+    """Write a Mosquitto password file and ACL for the fleet: each device may read only its own (and its
+    groups') desired state and write only its own reports; only the operator may publish desired states.
+    The passwords are in credentials.json (mode 0600): put each in that device's agent.yaml
+    (mqtt.username, mqtt.password) and the operator's in $SLMOPS_BROKER (mqtt://operator:PASSWORD@host)."""
+    from build_side.fleet.credentials import make_credentials, write_credentials
+
+    creds = make_credentials(fleet or settings.fleet_id(), device, operator)
+    paths = write_credentials(creds, out, port)
+    if json_out:
+        print_json({"fleet": creds.fleet, "files": [str(p) for p in paths]})
+        return
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+    console.print(f"start the broker with: mosquitto -c {out.resolve() / 'mosquitto.conf'}", highlight=False)
+
+
 @fleet_app.command("status")
 def status_cmd(
     broker: str | None = BROKER,

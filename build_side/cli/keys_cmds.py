@@ -56,14 +56,18 @@ def list_keys(
 
 
 def default_signing_key(path: Path | None) -> SigningKey:
-    """The key given, else the only private key in the key directory (a clear error otherwise)."""
+    """The key given (a `.key` file, or a folder holding exactly one, as the default folder is), else
+    the only private key in the key directory (a clear error otherwise)."""
     from edge_agent.errors import KeyFileError
 
-    if path:
+    folder = keys_dir()
+    if path and not Path(path).is_dir():
         return SigningKey.load(path)
-    found = sorted(keys_dir().glob("*.key"))
+    if path:
+        folder = Path(path)
+    found = sorted(folder.glob("*.key"))
     if len(found) == 1:
         return SigningKey.load(found[0])
     if not found:
-        raise KeyFileError(f"no signing key in {keys_dir()}; create one with `slmops keys generate`")
-    raise KeyFileError(f"several keys in {keys_dir()}; choose one with --key")
+        raise KeyFileError(f"no signing key (*.key) in {folder}; create one with `slmops keys generate`")
+    raise KeyFileError(f"several keys in {folder}; name the .key file with --key")

@@ -51,14 +51,19 @@ class RegistryIndex(Contract):
         matches = [b for b in self.bundles if b.name == name and version in (None, b.version)]
         if not matches:
             raise KeyError(f"{name}@{version or '*'} is not in the registry index")
-        return max(matches, key=lambda b: _semver_key(b.version))
+        return max(matches, key=lambda b: semver_key(b.version))
 
 
-def _semver_key(version: str) -> tuple:
-    core, _, pre = version.split("+")[0].partition("-")
+def semver_key(version: str) -> tuple:
+    """A sort key with SemVer 2.0 precedence (semver.org, item 11): build metadata is ignored; a
+    pre-release sorts before its release; pre-release identifiers compare left to right, numeric
+    ones as numbers and below alphanumeric ones (ASCII order), and a longer list wins a tie."""
+    core, _, pre = version.split("+", 1)[0].partition("-")
     nums = tuple(int(x) for x in core.split("."))
-    # a release sorts after its pre-releases
-    return (*nums, 0 if pre else 1, pre)
+    if not pre:
+        return (*nums, 1, ())
+    idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (*nums, 0, idents)
 
 
-__all__ = ["INDEX_SCHEMA", "IndexEntry", "RegistryIndex"]
+__all__ = ["INDEX_SCHEMA", "IndexEntry", "RegistryIndex", "semver_key"]

@@ -45,6 +45,7 @@ TRANSITIONS: dict[tuple[Step, Outcome], Step] = {
     (Step.ACCEPTED, Outcome.OK): Step.DOWNLOADING,
     (Step.ACCEPTED, Outcome.INSTALLED): Step.HEALTH_CHECK,
     (Step.ACCEPTED, Outcome.ACTIVE): Step.SUCCEEDED,
+    (Step.ACCEPTED, Outcome.RETRY): Step.ACCEPTED,
     (Step.ACCEPTED, Outcome.FAIL): Step.FAILED,
     (Step.DOWNLOADING, Outcome.OK): Step.VERIFYING,
     (Step.DOWNLOADING, Outcome.RETRY): Step.DOWNLOADING,

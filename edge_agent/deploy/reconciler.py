@@ -5,7 +5,12 @@ check is a REJECTED event with its code. A document seen before is ignored quiet
 messages and polls repeat themselves). Of several waiting documents only the newest is deployed.
 
 A deployment then walks the steps of `machine.TRANSITIONS`, one handler per step. The journal is
-written before each step, so after a crash `resume()` re-enters the step it was in.
+written before each step, so after a crash `resume()` re-enters the step it was in. A journal that
+cannot be written (a full disk, the state reserve spent) fails the step with DISK_FULL before it runs.
+
+A registry that cannot be reached (at ACCEPTED or DOWNLOADING) is transient: DEFERRED, then the step
+again with backoff, `policy.max_attempts` times. A deployment that still fails that way is not marked
+handled and does not count as applied, so the same document is tried again when it comes back.
 """
 
 from __future__ import annotations
@@ -219,7 +224,7 @@ class Reconciler:
     def _reject(self, rej: Rejected, digest: str) -> None:
         self.ledger.mark_handled(digest)
         seq = self.ledger.take_seq(rej.deployment_id)
-        self.ledger.save()
+        self.ledger.save()  # on a full disk it stays in memory; the event goes out all the same
         self.reporter.event(
             Event(
                 device=self.config.device_id,
@@ -244,12 +249,11 @@ class Reconciler:
             bundle=d.bundle.ref,
             manifest_sha256=d.bundle.manifest_sha256,
             source=doc.source,
-            seq=self.ledger.data.seqs.get(d.deployment_id, 0),
+            seq=self.ledger.next_seq(d.deployment_id),
             previous_active=cur.ref if cur else None,
         )
-        self.journal.save(rec)  # first: from here on a restart resumes this deployment
-        self.ledger.mark_handled(doc.digest)
-        self.ledger.save()
+        # execute() writes the journal first: from there on a restart resumes this deployment, and the
+        # document counts as handled once it ends (not before: a transient failure tries it again).
         self.execute(rec)
 
     def resume(self) -> None:
@@ -275,18 +279,30 @@ class Reconciler:
     def execute(self, rec: JournalRecord) -> None:
         self.idle.clear()
         self.reporter.in_progress = (rec.deployment_id, DeploymentState.ACCEPTED)
+        retrying = False
         while rec.step not in TERMINAL:
             if self.stop.is_set():
                 rec.clean_stop = True
-                self.journal.save(rec)
+                self._record(rec)
                 return
             step = rec.step
-            self.journal.save(rec)  # the step is recorded before it runs
+            try:
+                self.journal.save(rec)  # the step is recorded before it runs
+            except DiskFullError as exc:
+                if step is not Step.ROLLING_BACK:
+                    rec.error = error_of(ErrorCode.DISK_FULL, f"{step} not started: {exc}")
+                    rec.step = next_step(step, self._fatal(rec, step))
+                    continue
+                log.error("rolling back without a journal record (%s); the rollback is safe to repeat", exc)
             announce = ANNOUNCE.get(step)
-            if announce and step is not Step.DOWNLOADING:  # DOWNLOADING announces with its progress
+            # DOWNLOADING announces with its progress; a step retried after DEFERRED is not announced again
+            if announce and step is not Step.DOWNLOADING and not retrying:
                 self._emit(rec, announce)
             try:
+                self._pause(f"BEFORE_{step}")
                 outcome = self.handlers[step](rec)
+                if step in (Step.ACCEPTED, Step.DOWNLOADING):
+                    rec.error = None  # a transient failure before this attempt is over
             except Interrupted:
                 rec.clean_stop = True
                 self.journal.save(rec)
@@ -300,8 +316,20 @@ class Reconciler:
                     rec.error = error_of(code_of(exc, step), str(exc))
                 outcome = self._after_failure(rec, step, exc)
             rec.step = next_step(step, outcome)
-        self.journal.save(rec)
+            retrying = rec.step is step
+            if not retrying:
+                rec.attempts = 1
+        self._record(rec)
         self.finish(rec)
+
+    def _record(self, rec: JournalRecord) -> bool:
+        """Write the journal where a failure to do so must not stop what follows (stops, the end)."""
+        try:
+            self.journal.save(rec)
+        except DiskFullError as exc:
+            log.error("journal not written: %s", exc)
+            return False
+        return True
 
     def _fatal(self, rec: JournalRecord, step: Step) -> Outcome:
         if step in (Step.HEALTH_CHECK, Step.ACTIVATING):
@@ -311,7 +339,11 @@ class Reconciler:
 
     def _after_failure(self, rec: JournalRecord, step: Step, exc: BaseException) -> Outcome:
         policy = DesiredState.model_validate(rec.desired).policy
-        transient = step is Step.DOWNLOADING and isinstance(exc, DownloadError) and exc.transient
+        transient = (
+            step in (Step.ACCEPTED, Step.DOWNLOADING) and isinstance(exc, DownloadError) and exc.transient
+        )
+        if transient and rec.attempts >= policy.max_attempts:
+            rec.retry_later = True  # not handled: the same document is tried again when it comes back
         if transient and rec.attempts < policy.max_attempts:
             lim = self.config.limits
             delay = min(lim.backoff_max_s, lim.backoff_initial_s * 2**rec.attempts) * random.uniform(0.5, 1.0)
@@ -331,7 +363,8 @@ class Reconciler:
             if rec.error and rec.error.code in BLOCKING_CODES:
                 self.ledger.data.blocked[rec.manifest_sha256] = f"{rec.error.code} in {rec.deployment_id}"
         d = self.ledger.data
-        d.applied_revision = max(d.applied_revision or 0, rec.revision)
+        if not rec.retry_later:
+            d.applied_revision = max(d.applied_revision or 0, rec.revision)
         d.last_deployment, d.last_bundle, d.last_state = rec.deployment_id, rec.bundle, state
         d.last_error, d.last_time = rec.error, datetime.now(UTC)
         message = (
@@ -341,13 +374,16 @@ class Reconciler:
         if self._bench is not None and state is DeploymentState.SUCCEEDED:
             self.reporter.bench(self._bench)
         self._bench = None
-        d.seqs[rec.deployment_id] = rec.seq
-        self.ledger.mark_handled(rec.desired_sha256)
+        self.ledger.set_seq(rec.deployment_id, rec.seq)
+        if not rec.retry_later:
+            self.ledger.mark_applied(rec.desired_sha256)
         self.ledger.save()
         self.journal.clear()
         self.reporter.in_progress = None
         self.reporter.reported()
         self._candidate = None
+        if self.ledger.reserve is not None:
+            self.ledger.reserve.ensure()  # made again once the failed version's files are gone
 
     def _drop_failed_version(self, rec: JournalRecord) -> None:
         cur, prev = self.store.current(), self.store.previous()
@@ -372,7 +408,7 @@ class Reconciler:
         message: str = "",
     ) -> None:
         seq = rec.next_seq()
-        self.journal.save(rec)  # the seq is spent before the event leaves, so it is never reused
+        self._record(rec)  # the seq is spent before the event leaves, so it is never reused
         self.reporter.event(
             Event(
                 device=self.config.device_id,
@@ -492,7 +528,6 @@ class Reconciler:
 
         for job in jobs:
             self.downloader.fetch_file(job, count)
-        rec.error = None  # a transient failure before this attempt is over
         self._emit(rec, DeploymentState.DOWNLOADING, progress=Progress(done=total, total=total))
         return Outcome.OK
 
@@ -600,7 +635,9 @@ class Reconciler:
         return Outcome.OK
 
     def _pause(self, point: str) -> None:
-        """Test hook: EDGE_AGENT_TEST_PAUSE='INSTALLING=5' sleeps there, so a test can kill -9 at that point."""
+        """Test hook: EDGE_AGENT_TEST_PAUSE='INSTALLING=5' sleeps there, so a test can kill -9 at that point.
+        Points: INSTALLING (after the rename), HEALTH_CHECK (after the probe), BEFORE_<STEP> (each step,
+        once its journal record and announcement are out, before it runs)."""
         seconds = self._pauses.get(point)
         if seconds:
             log.warning("test pause at %s for %.1f s", point, seconds)

@@ -22,13 +22,18 @@ class Admission:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._mean_s = 1.0  # moving average of a request's duration
 
-    async def acquire(self) -> None:
+    def check_room(self) -> None:
+        """429 now when there is no place: before the prompt is tokenized, not after."""
         if self.running + self.waiting >= self.max_concurrent + self.max_queue:
             self.rejected += 1
             raise OverloadedError(
                 f"server busy: {self.running} running, {self.waiting} queued (limit {self.max_queue})",
                 retry_after_s=self.retry_after_s(),
             )
+
+    async def acquire(self) -> None:
+        """Wait for a slot. Cancelling the wait (the client hung up) gives the place up."""
+        self.check_room()
         self.waiting += 1
         try:
             await self._slots.acquire()

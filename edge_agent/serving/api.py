@@ -2,7 +2,10 @@
 
 `create_app` holds the whole route table. Requests are translated by the pure functions in
 `translate`, queued by `Admission`, generated on worker threads (`Job`), and every error becomes an
-OpenAI-style body in one place, `error_response`. Model names: `name`, `name@version`, and
+OpenAI-style body in one place, `error_response`. A body over `api.max_body_bytes` (by default sized
+to the served model's context window) gets 413 before it is read in full; a full queue gets 429
+before the prompt is tokenized; a client that hangs up while queued gives its place up. With an API
+key set, the OpenAPI document and its pages are not served. Model names: `name`, `name@version`, and
 `name:adapter` (or `name@version:adapter`) to pick a LoRA adapter of the bundle for one request.
 """
 
@@ -25,14 +28,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent import __version__
 from edge_agent.errors import (
+    ClientGoneError,
     ContextLengthError,
     NotReadyError,
     OverloadedError,
     RequestError,
+    RequestTooLargeError,
     SlmopsError,
     UnknownAdapterError,
     UnknownModelError,
@@ -56,6 +61,10 @@ from edge_agent.serving.settings import ApiSettings
 
 log = logging.getLogger("edge_agent.serving")
 
+BODY_BYTES_PER_TOKEN = 32  # room for JSON escapes and several messages per token of context
+BODY_OVERHEAD = 64 << 10
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
 ENDPOINTS = frozenset(
     {"/v1/models", "/v1/chat/completions", "/v1/completions", "/healthz", "/readyz", "/status", "/metrics"}
 )
@@ -65,6 +74,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "bad request (parameters, context too long)",
         401: "missing or wrong API key",
         404: "unknown model or adapter",
+        413: "request body too large (api.max_body_bytes)",
         429: "queue full; see Retry-After",
         503: "no model loaded yet; see Retry-After",
     }.items()
@@ -97,6 +107,10 @@ def error_response(exc: BaseException) -> JSONResponse:
         status, code = 404, "adapter_not_found"
     elif isinstance(exc, ContextLengthError):
         status, code = 400, "context_length_exceeded"
+    elif isinstance(exc, RequestTooLargeError):
+        status, code = 413, "request_too_large"
+    elif isinstance(exc, ClientGoneError):
+        status, code = 499, "client_closed_request"
     elif isinstance(exc, RequestError):
         status, code = 400, "invalid_value"
     elif isinstance(exc, _AuthError):
@@ -105,12 +119,16 @@ def error_response(exc: BaseException) -> JSONResponse:
     elif isinstance(exc, RequestValidationError):
         status, code = 400, "invalid_value"
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param or 'request'}: {first.get('msg', 'invalid')}"
+        if first.get("type") == "json_invalid":  # its loc is a character offset, not a field
+            code, param = "invalid_json", None
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', 'invalid')}"
+        else:
+            loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+            param = ".".join(loc) or None
+            message = f"{param or 'request'}: {first.get('msg', 'invalid')}"
     elif isinstance(exc, StarletteHTTPException):
         status, message = exc.status_code, str(exc.detail)
-        code = "not_found" if status == 404 else None
+        code = _HTTP_CODES.get(status, f"http_{status}")
         headers.update(exc.headers or {})
     else:
         status, kind, code = 500, "server_error", "internal_error"
@@ -126,6 +144,14 @@ def create_app(
 ) -> FastAPI:
     """The API app over `host`; `status_provider` adds the agent's own state to /status."""
     admission = Admission(settings.max_concurrent, settings.max_queue)
+
+    def body_limit() -> int:
+        if settings.max_body_bytes is not None:
+            return settings.max_body_bytes
+        current = host.current
+        context = current.model.context_length if current is not None and current.model else 2048
+        return context * BODY_BYTES_PER_TOKEN + BODY_OVERHEAD
+
     metrics = ApiMetrics(host.status, lambda: (admission.running, admission.waiting))
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent, thread_name_prefix="generate")
     jobs: set[Job] = set()
@@ -160,9 +186,12 @@ def create_app(
         if gen.decode_tok_s is not None:
             metrics.decode.observe(gen.decode_tok_s)
 
-    async def start(lease: Lease, prompt: Callable[[LoadedModel], list[int]], req: Any) -> Job:
+    async def start(
+        lease: Lease, prompt: Callable[[LoadedModel], list[int]], req: Any, request: Request
+    ) -> Job:
         """Tokenize, check the request against the model, wait for a slot, then run it on a worker."""
         try:
+            admission.check_room()
             model = lease.model
             ids = await asyncio.to_thread(prompt, model)
             params = translate.generation_params(
@@ -174,7 +203,7 @@ def create_app(
                 context_length=model.context_length,
             )
             gen = model.generate(ids, params)
-            await admission.acquire()
+            await _admitted(admission, request)
         except BaseException:
             lease.release()
             raise
@@ -182,11 +211,15 @@ def create_app(
         jobs.add(job)
         return job.start(executor)
 
+    keyed = settings.api_key is not None  # the OpenAPI pages would be open to anyone: not served
     app = FastAPI(
         title="edge-agent API",
         version=__version__,
         description=__doc__,
         lifespan=lifespan,
+        openapi_url=None if keyed else "/openapi.json",
+        docs_url=None if keyed else "/docs",
+        redoc_url=None if keyed else "/redoc",
     )
     for exc_type in (Exception, SlmopsError, RequestValidationError, StarletteHTTPException, _AuthError):
         app.add_exception_handler(exc_type, lambda _req, exc: error_response(exc))
@@ -234,7 +267,7 @@ def create_app(
     @app.get("/v1/models/{model_id}", tags=["openai"], dependencies=[Depends(check_key)], responses=_ERRORS)
     async def get_model(model_id: str) -> ModelCard:
         if model_id not in host.model_ids():
-            raise UnknownModelError(f"model {model_id!r} is not served here", "model")
+            raise UnknownModelError(f"model {_short(model_id)!r} is not served here", "model")
         return ModelCard(id=model_id, created=_created(host), adapter=host.adapter_info(model_id))
 
     @app.post(
@@ -248,7 +281,7 @@ def create_app(
         lease = host.acquire(req.model)
         messages = translate.with_system(translate.chat_messages(req), lease.system_prompt)
         template = lease.served.chat_template
-        job = await start(lease, lambda m: m.encode(m.chat_prompt(messages, template)), req)
+        job = await start(lease, lambda m: m.chat_prompt_ids(messages, template), req, request)
         rid, created, model_id = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model_id
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -266,7 +299,7 @@ def create_app(
     async def completions(req: CompletionRequest, request: Request) -> Response:
         lease = host.acquire(req.model)
         prompt = translate.completion_prompt(req, lease.defaults)
-        job = await start(lease, lambda m: m.encode(prompt), req)
+        job = await start(lease, lambda m: m.encode(prompt), req, request)
         rid, created, model_id = f"cmpl-{uuid.uuid4().hex}", int(time.time()), lease.model_id
         prefix = prompt if req.echo else ""
         if req.stream:
@@ -275,8 +308,88 @@ def create_app(
         text = await _collect(job, request)
         return _json(translate.to_completion(rid, created, model_id, prefix + text, job.gen))
 
+    app.add_middleware(_LimitBody, limit=body_limit)
     app.add_middleware(_CountRequests, metrics=metrics)
     return app
+
+
+async def _admitted(admission: Admission, request: Request) -> None:
+    """Wait for a slot, or give the place up as soon as the client hangs up."""
+    acquire = asyncio.ensure_future(admission.acquire())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({acquire, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if acquire in done:
+        acquire.result()
+        return
+    acquire.cancel()
+    try:
+        await acquire
+    except asyncio.CancelledError:
+        pass
+    else:
+        admission.release()  # the slot came just as the client left: hand it on
+    raise ClientGoneError("the client closed the connection while its request was queued")
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _short(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _LimitBody:
+    """Reads a request body only up to the limit: a larger Content-Length, or more bytes than the
+    limit, is answered 413 at once. Bodies under the limit are read whole here and handed on."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._too_large(scope, receive, send, limit, int(length))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body arrived
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._too_large(scope, receive, send, limit, size)
+                return
+            if not message.get("more_body", False):
+                break
+        handed = False
+
+        async def replay() -> Message:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int, size: int) -> None:
+        exc = RequestTooLargeError(f"the request body has {size}+ bytes; this server takes at most {limit}")
+        response = error_response(exc)
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
 
 def _created(host: ModelHost) -> int:

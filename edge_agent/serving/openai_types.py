@@ -26,24 +26,29 @@ class StreamOptions(BaseModel):
 class SamplingRequest(BaseModel):
     """Fields the chat and the completion endpoints share."""
 
-    model_config = ConfigDict(extra="allow")
+    # NaN and infinity are refused as such (not as "should be <= 2"); integers are strict (no `true`).
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(
         min_length=1,
         max_length=256,
         description="'name', 'name@version', and ':adapter' after either for a LoRA adapter",
     )
-    max_tokens: int | None = Field(None, ge=1, description="tokens to generate at most")
+    max_tokens: int | None = Field(None, ge=1, strict=True, description="tokens to generate at most")
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default: the bundle's")
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1, le=1000, description="extension: sample from the k most likely")
+    top_k: int | None = Field(
+        None, ge=1, le=1000, strict=True, description="extension: sample from the k most likely"
+    )
     repetition_penalty: float | None = Field(None, gt=0, le=10, description="extension")
-    min_tokens: int | None = Field(None, ge=0, le=100_000, description="extension: no end-of-text before")
+    min_tokens: int | None = Field(
+        None, ge=0, le=100_000, strict=True, description="extension: no end-of-text before"
+    )
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, strict=True)
     stop: StopField = None
-    n: int = Field(1, ge=1, le=1, description="only one choice per request")
+    n: int = Field(1, ge=1, le=1, strict=True, description="only one choice per request")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -64,7 +69,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1, description="the newer name of max_tokens")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, strict=True, description="the newer name of max_tokens"
+    )
 
 
 class CompletionRequest(SamplingRequest):

@@ -16,6 +16,12 @@ class ApiSettings(BaseModel):
     api_key: str | None = Field(None, description="Bearer key required on /v1/* and /status when set")
     max_concurrent: int = Field(1, ge=1, description="generations running at once")
     max_queue: int = Field(8, ge=0, description="requests waiting beyond that; more get 429")
+    max_body_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="largest request body; more gets 413 before it is read. Default: sized to the "
+        "served model's context window (32 bytes per token of context, plus 64 KiB)",
+    )
 
     @model_validator(mode="after")
     def _exposed_needs_key(self) -> ApiSettings:

@@ -35,6 +35,10 @@ def check_supported(req: SamplingRequest) -> None:
         if value in (None, False, [], {}, "none", "auto", ""):
             continue
         raise RequestError(f"{name!r} is not supported by this server", name)
+    if extra.get("best_of") not in (None, 1):
+        raise RequestError(
+            "'best_of' is not supported by this server (one completion per request)", "best_of"
+        )
     fmt = extra.get("response_format")
     if fmt not in (None, {"type": "text"}):
         raise RequestError("only response_format {'type': 'text'} is supported", "response_format")

@@ -6,7 +6,9 @@
   was away are delivered when it returns.
 - `state` is `online` (retained) once connected; the broker's last will sets it to `offline`
   when the device vanishes, and a clean stop publishes `offline` itself.
-- paho's network thread reconnects on its own with exponential backoff between the configured bounds.
+- paho's network thread reconnects on its own; before each try we set its delay from
+  `backoff.reconnect_delay` (exponential up to `reconnect_max_s`, with jitter). A lost broker is an
+  expected condition: it is logged at WARNING, paho's socket errors included.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config import MqttSettings
+from edge_agent.transports.backoff import reconnect_delay
 from edge_agent.transports.base import Deliver
 from edge_agent.transports.topics import DeviceTopics
 
@@ -46,8 +49,10 @@ class MqttLink:
             protocol=mqtt.MQTTv5,
         )
         self._stopping = False
+        self._attempt = 0  # reconnect attempts since the last successful connection
         paho_log = logging.getLogger("edge_agent.transports.paho")
         paho_log.addFilter(self._quiet_when_stopping)
+        paho_log.addFilter(_lost_broker_is_a_warning)
         self.client.enable_logger(paho_log)
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
@@ -61,14 +66,22 @@ class MqttLink:
             )
             self.client.tls_insecure_set(tls.insecure)
         self.client.will_set(topics.state, OFFLINE, qos=1, retain=True)
-        self.client.reconnect_delay_set(int(max(1, settings.reconnect_min_s)), int(settings.reconnect_max_s))
+        self._next_delay()
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def _quiet_when_stopping(self, record: logging.LogRecord) -> bool:
         # paho's network thread may still poll the socket our own disconnect just closed; not an error.
         return not (self._stopping and "Client is not connected" in record.getMessage())
+
+    def _next_delay(self) -> float:
+        """Set paho's next reconnect wait (min = max = our jittered delay; paho resets its doubling)."""
+        delay = reconnect_delay(self._attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        self._attempt += 1
+        self.client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type] (paho accepts floats)
+        return delay
 
     def on_connect(self, hook) -> None:
         """Run `hook()` after every (re)connection, e.g. to republish the reported state."""
@@ -115,20 +128,35 @@ class MqttLink:
         client.subscribe(subs)
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
+        self._attempt = 0
+        self._next_delay()
         self.connected.set()
         for hook in self._on_connect_hooks:
             hook()
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        delay = self._next_delay()
+        log.warning("broker %s not reachable; next try in %.1f s", self.settings.url, delay)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if reason_code.is_failure:
-            log.warning("disconnected from the broker (%s); reconnecting with backoff", reason_code)
+            delay = self._next_delay()
+            log.warning("disconnected from the broker (%s); reconnecting in %.1f s", reason_code, delay)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         if not message.payload:  # a cleared retained document
             return
         if self._deliver:
             self._deliver(bytes(message.payload), message.topic)
+
+
+def _lost_broker_is_a_warning(record: logging.LogRecord) -> bool:
+    """paho logs a dropped socket at ERROR; for a device a broker that goes away is routine."""
+    message = record.getMessage()
+    if record.levelno >= logging.ERROR and ("on socket" in message or "not connected" in message):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 __all__ = ["OFFLINE", "ONLINE", "MqttLink"]

@@ -232,3 +232,24 @@ class Fleet:
         ).wait_for_publish(5)
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def fill(disk: Path, name: str = "filler") -> Path:
+    """Take every free byte of the filesystem, as another process would (unbuffered writes)."""
+    filler = disk / name
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def litter(state: Path) -> list[str]:
+    """`.part` and temporary files left in the state folder."""
+    return [str(p.relative_to(state)) for p in state.rglob("*") if p.name.endswith((".part", ".tmp"))]

@@ -164,3 +164,16 @@ def test_assembled_bundle_carries_adapter_files(
             ),
             signing_key,
         )
+
+
+def test_publish_takes_a_key_folder_as_the_default_is_one(
+    make_bundle, registry_dir: Path, signing_key: SigningKey, keys_dir: Path, tmp_path: Path
+) -> None:
+    bundle = make_bundle("1.0.0")
+    done = slmops("publish", str(bundle), "-r", str(registry_dir), "-k", str(keys_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (registry_dir / "bundles/tiny-chat/1.0.0/manifest.json").is_file()
+    empty = tmp_path / "no-keys"
+    empty.mkdir()
+    refused = slmops("publish", str(bundle), "-r", str(registry_dir), "-k", str(empty))
+    assert refused.returncode != 0 and "no signing key" in refused.stdout + refused.stderr

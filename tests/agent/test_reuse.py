@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from build_side.bundle import BundleSettings, assemble
-from build_side.registry import publish
 from edge_agent.bundle_check import check_file
 from edge_agent.contracts import BundleManifest
 from edge_agent.deploy.store import Store
+from tests.agent.conftest import CHANGED, VARIANT
 from tests.agent.helpers import (
     Agent,
     Fleet,
@@ -33,33 +31,12 @@ from tests.agent.helpers import (
     write_config,
 )
 
-VARIANT = "cpu-int4"
-CHANGED = f"{VARIANT}/genai_config.json"
-
 
 @pytest.fixture
 def fleet(fleet_id: str, mqtt_broker) -> Iterator[Fleet]:
     f = Fleet(fleet_id)
     yield f
     f.close()
-
-
-@pytest.fixture
-def patch_release(tmp_path: Path, tiny_variants: dict[str, Path], registry_dir: Path, signing_key):
-    """Publish tiny-chat@<version> built from the same convert output with one small file changed."""
-
-    def make(version: str) -> Path:
-        convert = tmp_path / f"convert-{version}"
-        shutil.copytree(tiny_variants[VARIANT].parent, convert)
-        config = convert / CHANGED
-        data = json.loads(config.read_text())
-        data["search"]["top_k"] = 7
-        config.write_text(json.dumps(data, indent=4))
-        settings = BundleSettings(name="tiny-chat", version=version, variants=[VARIANT])
-        made = assemble(convert, tmp_path / "bundles", settings, signing_key).path
-        return publish(made, registry_dir, signing_key).path
-
-    return make
 
 
 def du(state: Path) -> int:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-VARIANT = "cpu-int4"
-CHANGED = f"{VARIANT}/genai_config.json"  # the one file a patch release changes
 
 
 @dataclass
@@ -98,23 +93,3 @@ def registry_tap(registry_dir: Path) -> Iterator[tuple[str, RegistryTap]]:
     tap = RegistryTap(registry_app(registry_dir))
     with BackgroundServer(tap) as server:
         yield server.url, tap
-
-
-@pytest.fixture
-def patch_release(tmp_path: Path, tiny_variants: dict[str, Path], registry_dir: Path, signing_key):
-    """Publish (or only build) tiny-chat@<version>: the same convert output, one small file changed."""
-    from build_side.bundle import BundleSettings, assemble
-    from build_side.registry import publish
-
-    def make(version: str, publish_it: bool = True) -> Path:
-        convert = tmp_path / f"convert-{version}"
-        shutil.copytree(tiny_variants[VARIANT].parent, convert)
-        config = convert / CHANGED
-        data = json.loads(config.read_text())
-        data["search"]["top_k"] = 7
-        config.write_text(json.dumps(data, indent=4))
-        settings = BundleSettings(name="tiny-chat", version=version, variants=[VARIANT])
-        made = assemble(convert, tmp_path / "bundles", settings, signing_key).path
-        return publish(made, registry_dir, signing_key).path if publish_it else made
-
-    return make

@@ -13,7 +13,7 @@ from edge_agent.bundle_check import MANIFEST, SIGNATURE, check_file
 from edge_agent.contracts import BundleManifest
 from edge_agent.deploy.reuse import LocalFiles
 from edge_agent.deploy.store import Store
-from tests.agent.conftest import CHANGED, VARIANT
+from tests.conftest import CHANGED, VARIANT
 
 
 def install(store: Store, bundle: Path, local: LocalFiles) -> tuple[str, int]:

@@ -18,7 +18,6 @@ import pytest
 from edge_agent.bundle_check import check_file
 from edge_agent.contracts import BundleManifest
 from edge_agent.deploy.store import Store
-from tests.agent.conftest import CHANGED, VARIANT
 from tests.agent.helpers import (
     Agent,
     Fleet,
@@ -30,6 +29,7 @@ from tests.agent.helpers import (
     wait_until,
     write_config,
 )
+from tests.conftest import CHANGED, VARIANT
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""A registry stores each file's bytes once: `blobs/sha256/<hex>`, hardlinked into every version folder.
+
+    blobs/sha256/<hex>               the bytes of every published file, once however many releases list it
+    bundles/<name>/<version>/<path>  a hardlink to its blob: plain files, so any static server, object
+                                     store sync or CDN serves the same plain URLs as before
+
+A release that changes one small file adds that file to the registry's disk, not a second copy of the
+weights. Where the filesystem refuses hardlinks the version folder gets a copy (correct, not shared).
+A blob is checked against its name before it is linked into a new release, so a damaged blob is
+replaced, never spread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.contracts import FileEntry
+from edge_agent.deploy.blobs import NO_LINK, usage
+from edge_agent.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+BLOBS = "blobs/sha256"
+
+
+def blob_path(root: Path, sha256: str) -> Path:
+    return Path(root) / BLOBS / sha256
+
+
+def _good(blob: Path, entry: FileEntry) -> bool:
+    return blob.is_file() and blob.stat().st_size == entry.size and sha256_file(blob) == entry.sha256
+
+
+def place(root: Path, entry: FileEntry, source: Path, dest: Path) -> bool:
+    """Put `source` (verified against `entry`) at `dest` as a link to its blob, adding the blob when
+    the registry lacks it. True when the bytes were already in the registry."""
+    blob = blob_path(root, entry.sha256)
+    held = _good(blob, entry)
+    if not held:
+        if blob.exists():
+            log.warning("registry blob %s does not match its name; replacing it", entry.sha256[:12])
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        tmp = blob.with_name(f".{blob.name}.tmp")
+        shutil.copy2(source, tmp)
+        os.replace(tmp, blob)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(blob, dest)
+    except OSError as exc:
+        if exc.errno not in NO_LINK:
+            raise
+        shutil.copy2(blob, dest)
+    return held
+
+
+@dataclass(frozen=True)
+class RegistrySize:
+    logical_bytes: int  # every release's files counted in full
+    stored_bytes: int  # each content once: what a registry that shares files needs
+    disk_bytes: int | None  # measured on disk (a directory registry), hardlinks counted once
+
+
+def disk_bytes(root: Path) -> int:
+    """Disk the bundles and blobs of a registry directory use, each inode once."""
+    return usage([Path(root) / "bundles"], Path(root) / "blobs").disk_bytes
+
+
+__all__ = ["BLOBS", "RegistrySize", "blob_path", "disk_bytes", "place"]

@@ -141,8 +141,12 @@ class LocalFiles:
         return out
 
     def adopt(self, file: Path, entry: FileEntry) -> None:
-        """A file VERIFYING found good becomes reusable by its sha256."""
-        self.store.blobs.adopt(file, entry.sha256)
+        """A file VERIFYING found good becomes reusable by its sha256. Only a saving: a pool that
+        cannot take it (a full or read-only folder) costs a later download, not this install."""
+        try:
+            self.store.blobs.adopt(file, entry.sha256)
+        except OSError as exc:
+            log.warning("%s: not added to the blob pool (%s)", entry.path, exc)
 
     def forget(self, file: Path, entry: FileEntry) -> None:
         """A staged file VERIFYING found bad: if it came from the pool, the pool's copy is bad too."""

@@ -78,7 +78,7 @@ def test_an_update_fetches_only_the_changed_file_and_rollback_fetches_nothing(
         du_before = du(state)
 
         mark = len(tap.requests)
-        fleet.publish_desired(desired(signing_key, 2, b1))
+        fleet.publish_desired(desired(signing_key, 2, b1, bench_after_install=True))
         assert wait_final(state, "dep-2", proc=agent.proc)["state"] == "SUCCEEDED", agent.log_text()
         got = fetched(tap, mark, "1.2.1")
         files_got = {r.path.split("/1.2.1/")[1] for r in tap.requests[mark:] if r.sent}
@@ -114,6 +114,9 @@ def test_an_update_fetches_only_the_changed_file_and_rollback_fetches_nothing(
     assert du_after - du_before < 0.01 * variant_size
     assert abs(reported["store"]["disk_bytes"] - du_after) < 64 << 10  # du also counts the folders
     assert reported["store"]["logical_bytes"] > 1.9 * variant_size
+    assert reported["store"]["versions"] == 2
+    bench = json.loads((state / "bench.jsonl").read_text().splitlines()[-1])
+    assert abs(bench["store_bytes"] - du_after) < 64 << 10, "the bench record carries the store's disk"
     # rollback: 1.2.0 is still installed, so only its manifest and signature are read
     assert all(p.endswith(("manifest.json", "manifest.sig")) for p in rollback), rollback
     assert (state / "current").resolve().name == "tiny-chat@1.2.0"

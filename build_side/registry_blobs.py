@@ -25,6 +25,7 @@ from edge_agent.hashing import sha256_file
 log = logging.getLogger(__name__)
 
 BLOBS = "blobs/sha256"
+READ_ONLY = 0o444
 
 
 def blob_path(root: Path, sha256: str) -> Path:
@@ -46,6 +47,7 @@ def place(root: Path, entry: FileEntry, source: Path, dest: Path) -> bool:
         blob.parent.mkdir(parents=True, exist_ok=True)
         tmp = blob.with_name(f".{blob.name}.tmp")
         shutil.copy2(source, tmp)
+        os.chmod(tmp, READ_ONLY)  # shared by every release that lists it: never edited in place
         os.replace(tmp, blob)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:

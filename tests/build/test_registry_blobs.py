@@ -70,6 +70,8 @@ def test_a_damaged_blob_is_replaced_not_linked_into_a_new_release(
 ) -> None:
     v0 = publish(make_bundle("1.2.0"), registry_dir, signing_key).path
     rel = "cpu-int4/tokenizer.json"
+    assert (v0 / rel).stat().st_mode & 0o777 == 0o444, "a shared blob is read-only"
+    os.chmod(v0 / rel, 0o644)  # disk rot, or someone who forced it
     with open(v0 / rel, "r+b") as fh:  # in place: the blob is the same inode
         fh.seek(10)
         byte = fh.read(1)

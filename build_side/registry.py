@@ -30,7 +30,7 @@ import httpx
 from pydantic import ValidationError
 
 from build_side.bundle import staging_dir
-from build_side.registry_blobs import place
+from build_side.registry_blobs import place, share
 from edge_agent.bundle_check import MANIFEST, SIGNATURE, describe_validation_error, verify_bundle
 from edge_agent.contracts import IndexEntry, RegistryIndex
 from edge_agent.errors import BundleError, PublishConflictError, RegistryError, SignatureError
@@ -124,6 +124,22 @@ def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
         _save_public(root, report.key_id, trusted)
         write_index(root, key)
     return PublishResult(m.ref, target, digest, published=True)
+
+
+def dedupe(root: Path) -> int:
+    """Store each file's content once in a registry published before blobs (or with copies): every
+    published file becomes a name of its blob. Returns the bytes freed. Safe while readers read."""
+    from edge_agent.bundle_check import parse_manifest
+
+    root = Path(root)
+    with _locked(root):
+        files = []
+        for mpath in sorted(root.glob(f"bundles/*/*/{MANIFEST}")):
+            if mpath.parent.name.startswith("."):
+                continue
+            m = parse_manifest(mpath.read_bytes(), mpath)
+            files += [(f, mpath.parent / f.path) for f in m.all_files() if (mpath.parent / f.path).is_file()]
+        return share(root, files)
 
 
 def scan(root: Path) -> list[IndexEntry]:
@@ -263,6 +279,7 @@ __all__ = [
     "IndexRead",
     "PublishResult",
     "bundle_path",
+    "dedupe",
     "index_bytes",
     "publish",
     "read_index",

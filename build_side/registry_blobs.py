@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.contracts import FileEntry
@@ -59,11 +58,41 @@ def place(root: Path, entry: FileEntry, source: Path, dest: Path) -> bool:
     return held
 
 
-@dataclass(frozen=True)
-class RegistrySize:
-    logical_bytes: int  # every release's files counted in full
-    stored_bytes: int  # each content once: what a registry that shares files needs
-    disk_bytes: int | None  # measured on disk (a directory registry), hardlinks counted once
+def _link(source: Path, dest: Path) -> bool:
+    """Hardlink `source` over `dest` through a temporary name; False where links are refused."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno in NO_LINK:
+            return False
+        raise
+    os.replace(tmp, dest)
+    return True
+
+
+def share(root: Path, files: list[tuple[FileEntry, Path]]) -> int:
+    """Make each listed (published) file a name of its blob: for registries published before blobs
+    existed, or copies made where links failed. Each swap is one rename over a file with the same
+    bytes, so a reader sees no change. Returns the bytes freed (content no longer held twice)."""
+    freed = 0
+    for entry, path in files:
+        blob = blob_path(root, entry.sha256)
+        if blob.exists() and os.path.samefile(blob, path):
+            continue
+        if not _good(path, entry):
+            log.warning("%s does not match its manifest; left as it is", path)
+            continue
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if _good(blob, entry):
+            alone = path.stat().st_nlink == 1
+            if _link(blob, path) and alone:
+                freed += entry.size
+        elif not _link(path, blob):  # the file itself becomes the blob
+            continue
+        os.chmod(blob, READ_ONLY)
+    return freed
 
 
 def disk_bytes(root: Path) -> int:
@@ -71,4 +100,4 @@ def disk_bytes(root: Path) -> int:
     return usage([Path(root) / "bundles"], Path(root) / "blobs").disk_bytes
 
 
-__all__ = ["BLOBS", "RegistrySize", "blob_path", "disk_bytes", "place"]
+__all__ = ["BLOBS", "READ_ONLY", "blob_path", "disk_bytes", "place", "share"]

@@ -35,6 +35,28 @@ def serve(
     uvicorn.run(make_app(directory), host=host, port=port, log_level="warning")
 
 
+@registry_app.command("dedupe")
+def dedupe_cmd(
+    directory: Path = typer.Argument(..., help="Registry directory."),
+) -> None:
+    """Store each file's content once in DIRECTORY (a registry published before blobs, or one with
+    copies): every published file becomes a hardlink to `blobs/sha256/<hex>`. URLs and bytes stay
+    the same, so devices and servers notice nothing; `registry ls` shows the disk before and after."""
+    from build_side.registry import dedupe
+    from build_side.registry_blobs import disk_bytes
+
+    if not directory.is_dir():
+        from edge_agent.errors import RegistryError
+
+        raise RegistryError(f"{directory}: no such registry directory")
+    before = disk_bytes(directory)
+    freed = dedupe(directory)
+    after = disk_bytes(directory)
+    console.print(
+        f"{directory}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk ({freed / 1e6:.1f} MB freed)"
+    )
+
+
 @registry_app.command("ls")
 def ls(
     location: str = typer.Argument(..., help="Registry directory or base URL (http://host:port/)."),

@@ -18,6 +18,7 @@ import pytest
 from edge_agent.bundle_check import check_file
 from edge_agent.contracts import BundleManifest
 from edge_agent.deploy.store import Store
+from edge_agent.status import read_status
 from tests.agent.helpers import (
     Agent,
     Fleet,
@@ -115,6 +116,7 @@ def test_an_update_fetches_only_the_changed_file_and_rollback_fetches_nothing(
     assert abs(reported["store"]["disk_bytes"] - du_after) < 64 << 10  # du also counts the folders
     assert reported["store"]["logical_bytes"] > 1.9 * variant_size
     assert reported["store"]["versions"] == 2
+    assert abs(read_status(state)["store"]["disk_bytes"] - du_after) < 64 << 10  # `edge-agent status`
     bench = json.loads((state / "bench.jsonl").read_text().splitlines()[-1])
     assert abs(bench["store_bytes"] - du_after) < 64 << 10, "the bench record carries the store's disk"
     # rollback: 1.2.0 is still installed, so only its manifest and signature are read

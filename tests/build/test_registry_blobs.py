@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -82,3 +83,31 @@ def test_a_damaged_blob_is_replaced_not_linked_into_a_new_release(
     assert sha256_file(v1 / rel) == entry.sha256
     assert not os.path.samefile(v0 / rel, v1 / rel)
     assert os.path.samefile(v1 / rel, blob_path(registry_dir, entry.sha256))
+
+
+def test_dedupe_shares_the_files_of_a_registry_published_with_copies(
+    make_bundle, patch_release, registry_dir: Path, signing_key: SigningKey
+) -> None:
+    v0 = publish(make_bundle("1.2.0"), registry_dir, signing_key).path
+    v1 = patch_release("1.2.1")
+    # as a registry published before blobs existed: every file a copy of its own
+    shutil.rmtree(registry_dir / "blobs")
+    for v in (v0, v1):
+        for f in manifest_of(v).all_files():
+            data = (v / f.path).read_bytes()
+            (v / f.path).unlink()
+            (v / f.path).write_bytes(data)
+    copies = disk_bytes(registry_dir)
+    proc = subprocess.run(
+        cli("slmops", "registry", "dedupe", str(registry_dir)), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    after = disk_bytes(registry_dir)
+    m1 = manifest_of(v1)
+    shared = sum(f.size for f in m1.all_files() if f.path != CHANGED)
+    print(f"\ndedupe: {copies} B -> {after} B; {proc.stdout.strip()}")
+    assert copies - after == shared and "MB freed" in proc.stdout
+    for f in m1.all_files():
+        assert sha256_file(v1 / f.path) == f.sha256
+        assert os.path.samefile(v1 / f.path, blob_path(registry_dir, f.sha256))
+        assert os.path.samefile(v0 / f.path, v1 / f.path) == (f.path != CHANGED)

@@ -88,7 +88,11 @@ class LocalFiles:
             except FileNotFoundError:
                 continue
             key = (st.st_dev, st.st_ino)
-            if not candidate.is_file() or candidate.is_symlink() or st.st_size != entry.size or key in bad:
+            if not candidate.is_file() or candidate.is_symlink() or key in bad:
+                continue
+            if st.st_size != entry.size:
+                if candidate == pool.path(entry.sha256):
+                    pool.evict(entry.sha256, f"{st.st_size} bytes, not {entry.size}")
                 continue
             if sha256_file(candidate) == entry.sha256:
                 return candidate

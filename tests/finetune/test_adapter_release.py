@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge_agent.signing import SigningKey
@@ -32,6 +33,7 @@ def recipe_for(path: Path, task: Path, other: Path, version: str, with_shades: b
     return path
 
 
+@pytest.mark.slow  # two pipeline runs (fine-tune, export, bundle, publish): ~60 s on 2 cores
 def test_an_adapter_only_release_reuses_the_base_files_byte_for_byte(
     tiny_model_dir: Path, task_file: Path, tmp_path: Path, signing_key: SigningKey
 ) -> None:

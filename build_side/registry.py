@@ -1,13 +1,17 @@
 """A registry is a directory of static files (DESIGN.md section 4); this module writes and reads it.
 
     index.json, index.sig              what the registry holds, signed
-    bundles/<name>/<version>/...       immutable once published
+    bundles/<name>/<version>/...       immutable once published; each file a hardlink to its blob
+    blobs/sha256/<hex>                 each file's bytes once, however many releases list it
+                                       (`registry_blobs.py`)
     channels/<channel>.json            desired state for devices that poll (written by the fleet tools)
     keys/<key-id>.pub                  the public keys that signed manifests and the index
 
 Publishing copies a verified bundle under a temporary name inside `bundles/<name>/` and renames it
 into place, so a reader sees all of it or nothing; `index.json` is then rebuilt from what is on disk
-and replaced the same way. One lock file serialises publishers on the same registry.
+and replaced the same way. One lock file serialises publishers on the same registry. A file whose
+bytes the registry already holds is linked, not copied: a release that changes one small file adds
+that file, and the index says so per release (`stored_bytes` beside `size_bytes`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx
 from pydantic import ValidationError
 
 from build_side.bundle import staging_dir
+from build_side.registry_blobs import place, share
 from edge_agent.bundle_check import MANIFEST, SIGNATURE, describe_validation_error, verify_bundle
 from edge_agent.contracts import IndexEntry, RegistryIndex
 from edge_agent.errors import BundleError, PublishConflictError, RegistryError, SignatureError
@@ -103,8 +108,9 @@ def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(target.parent, f".{m.version}-")
         try:
-            for rel in [*(f.path for f in m.all_files()), MANIFEST, SIGNATURE]:
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            for entry in {f.path: f for f in m.all_files()}.values():
+                place(root, entry, bundle_dir / entry.path, staging / entry.path)
+            for rel in (MANIFEST, SIGNATURE):
                 shutil.copy2(bundle_dir / rel, staging / rel)
             os.rename(staging, target)  # atomic; fails if another publisher won the race
         except OSError as exc:
@@ -120,12 +126,29 @@ def publish(bundle_dir: Path, root: Path, key: SigningKey) -> PublishResult:
     return PublishResult(m.ref, target, digest, published=True)
 
 
-def scan(root: Path) -> list[IndexEntry]:
-    """Index entries for every complete bundle under `root/bundles` (half-copied ones are hidden
-    under dot-names, so they never show)."""
+def dedupe(root: Path) -> int:
+    """Store each file's content once in a registry published before blobs (or with copies): every
+    published file becomes a name of its blob. Returns the bytes freed. Safe while readers read."""
     from edge_agent.bundle_check import parse_manifest
 
-    entries = []
+    root = Path(root)
+    with _locked(root):
+        files = []
+        for mpath in sorted(root.glob(f"bundles/*/*/{MANIFEST}")):
+            if mpath.parent.name.startswith("."):
+                continue
+            m = parse_manifest(mpath.read_bytes(), mpath)
+            files += [(f, mpath.parent / f.path) for f in m.all_files() if (mpath.parent / f.path).is_file()]
+        return share(root, files)
+
+
+def scan(root: Path) -> list[IndexEntry]:
+    """Index entries for every complete bundle under `root/bundles` (half-copied ones are hidden
+    under dot-names, so they never show). `stored_bytes` counts, in order of creation, the bytes of
+    a release's files whose content no earlier release holds."""
+    from edge_agent.bundle_check import parse_manifest
+
+    found = []
     for mpath in sorted(Path(root).glob(f"bundles/*/*/{MANIFEST}")):
         if mpath.parent.name.startswith("."):
             continue
@@ -135,21 +158,29 @@ def scan(root: Path) -> list[IndexEntry]:
             key_id = json.loads((mpath.parent / SIGNATURE).read_bytes())["key_id"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"{mpath.parent / SIGNATURE}: unreadable signature ({exc})") from exc
-        entries.append(
-            IndexEntry(
-                name=m.name,
-                version=m.version,
-                manifest_path=mpath.relative_to(root).as_posix(),
-                manifest_sha256=hashlib.sha256(data).hexdigest(),
-                created=m.created,
-                description=m.description,
-                task=m.task,
-                variants=[v.id for v in m.variants],
-                size_bytes=sum(f.size for f in m.all_files()),
-                key_id=key_id,
-            )
+        found.append((m, mpath, hashlib.sha256(data).hexdigest(), key_id))
+    seen: set[str] = set()
+    stored: dict[str, int] = {}
+    for m, *_ in sorted(found, key=lambda f: (f[0].created, f[0].name, f[0].version)):
+        new = {f.sha256: f.size for f in m.all_files() if f.sha256 not in seen}
+        seen.update(new)
+        stored[m.ref] = sum(new.values())
+    return [
+        IndexEntry(
+            name=m.name,
+            version=m.version,
+            manifest_path=mpath.relative_to(root).as_posix(),
+            manifest_sha256=digest,
+            created=m.created,
+            description=m.description,
+            task=m.task,
+            variants=[v.id for v in m.variants],
+            size_bytes=sum(f.size for f in m.all_files()),
+            stored_bytes=stored[m.ref],
+            key_id=key_id,
         )
-    return entries
+        for m, mpath, digest, key_id in found
+    ]
 
 
 def index_bytes(index: RegistryIndex) -> bytes:
@@ -248,6 +279,7 @@ __all__ = [
     "IndexRead",
     "PublishResult",
     "bundle_path",
+    "dedupe",
     "index_bytes",
     "publish",
     "read_index",

@@ -17,7 +17,15 @@ import psutil
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.contracts import ActiveModel, BenchRecord, DeploymentState, Event, EventError, ReportedState
+from edge_agent.contracts import (
+    ActiveModel,
+    BenchRecord,
+    DeploymentState,
+    Event,
+    EventError,
+    ReportedState,
+    StoreUsage,
+)
 from edge_agent.deploy import atomic
 from edge_agent.deploy.journal import Ledger
 from edge_agent.deploy.store import Store
@@ -64,6 +72,8 @@ class Reporter:
 
     def bench(self, record: BenchRecord) -> None:
         """A post-install bench record: kept in bench.jsonl, published on `.../bench`."""
+        if record.store_bytes is None:
+            record = record.model_copy(update={"store_bytes": self.store.usage().disk_bytes})
         line = record.model_dump_json(by_alias=True, exclude_none=True)
         with self._lock:
             try:
@@ -81,6 +91,7 @@ class Reporter:
                 bundle=cur.ref, variant=cur.variant, provider=cur.provider or "", installed=cur.installed
             )
         others = [v.ref for v in reversed(self.store.versions()) if not cur or v.ref != cur.ref]
+        used = self.store.usage()
         d = self.ledger.data
         last_deployment, last_state, last_error = d.last_deployment, d.last_state, d.last_error
         if self.in_progress:
@@ -98,6 +109,11 @@ class Reporter:
             last_error=last_error,
             provider_fallbacks=self.provider_fallbacks,
             free_disk_mb=self.store.free_bytes() // (1 << 20),
+            store=StoreUsage(
+                disk_bytes=used.disk_bytes,
+                logical_bytes=used.logical_bytes,
+                versions=len(self.store.versions()),
+            ),
             free_memory_mb=psutil.virtual_memory().available // (1 << 20),
             api_url=self.api_url,
         )

@@ -92,6 +92,12 @@ def status(
     )
     table.add_row("previous", info["previous"] or "none")
     table.add_row("installed", ", ".join(info["installed"]) or "none")
+    used = info["store"]
+    table.add_row(
+        "store",
+        f"{used['disk_bytes'] / 1e6:.1f} MB on disk ({used['logical_bytes'] / 1e6:.1f} MB of files, "
+        "identical ones stored once)",
+    )
     table.add_row("applied revision", str(info["applied_revision"]))
     last = info["last_deployment"]
     if last:
@@ -108,7 +114,10 @@ def status(
         for e in info["events"]:
             detail = e.get("error", {}).get("code", "") if e.get("error") else ""
             if e.get("progress"):
-                detail = f"{e['progress']['done']}/{e['progress']['total']} bytes"
+                p = e["progress"]
+                detail = f"{p['done']}/{p['total']} bytes"
+                if p.get("reused"):
+                    detail += f", {p['reused']} reused"
             events.add_row(e["time"], e["deployment_id"], str(e["seq"]), e["state"], detail)
         console.print(events)
 

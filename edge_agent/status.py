@@ -34,6 +34,7 @@ def read_status(state_dir: Path) -> dict[str, Any]:
     ledger = read_json(state_dir / "agent-state.json") or {}
     journal = read_json(state_dir / "journal.json")
     reported = read_json(state_dir / "reported.json") or {}
+    used = store.usage()
     in_progress = None
     if journal:
         in_progress = {
@@ -50,6 +51,7 @@ def read_status(state_dir: Path) -> dict[str, Any]:
         "active": cur.as_dict() if cur else None,
         "previous": prev.ref if prev else None,
         "installed": [v.ref for v in store.versions()],
+        "store": {"disk_bytes": used.disk_bytes, "logical_bytes": used.logical_bytes},
         "applied_revision": ledger.get("applied_revision"),
         "last_deployment": {
             "deployment_id": ledger.get("last_deployment"),

@@ -6,7 +6,9 @@ per test session; tests marked `smollm2` use the real SmolLM2-135M-Instruct weig
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import sys
 import uuid
@@ -22,6 +24,8 @@ from edge_agent.signing import SigningKey
 
 REPO = Path(__file__).resolve().parents[1]
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+VARIANT = "cpu-int4"
+CHANGED = f"{VARIANT}/genai_config.json"  # the one small file `patch_release` changes
 
 
 def cli(*args: str) -> list[str]:
@@ -159,5 +163,25 @@ def make_bundle(tmp_path: Path, tiny_variants: dict[str, Path], signing_key: Sig
     ) -> Path:
         settings = BundleSettings(name=name, version=version, variants=list(variants))
         return assemble(convert_dir, root or tmp_path / "bundles", settings, key).path
+
+    return make
+
+
+@pytest.fixture
+def patch_release(tmp_path: Path, tiny_variants: dict[str, Path], registry_dir: Path, signing_key):
+    """Publish (or only build) tiny-chat@<version>: the same convert output, one small file changed."""
+    from build_side.bundle import BundleSettings, assemble
+    from build_side.registry import publish
+
+    def make(version: str, publish_it: bool = True) -> Path:
+        convert = tmp_path / f"convert-{version}"
+        shutil.copytree(tiny_variants[VARIANT].parent, convert)
+        config = convert / CHANGED
+        data = json.loads(config.read_text())
+        data["search"]["top_k"] = 7
+        config.write_text(json.dumps(data, indent=4))
+        settings = BundleSettings(name="tiny-chat", version=version, variants=[VARIANT])
+        made = assemble(convert, tmp_path / "bundles", settings, signing_key).path
+        return publish(made, registry_dir, signing_key).path if publish_it else made
 
     return make

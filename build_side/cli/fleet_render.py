@@ -38,7 +38,7 @@ def short_provider(name: str) -> str:
 
 
 def event_line(event: Event) -> str:
-    """`12:00:01  dev-1  DOWNLOADING  tiny-chat@1.0.0  1.2/3.4 MB`."""
+    """`12:00:01  dev-1  DOWNLOADING  tiny-chat@1.0.0  1.2/3.4 MB (1.1 MB reused)`."""
     style = STATE_STYLE.get(event.state, "cyan")
     parts = [
         event.time.astimezone().strftime("%H:%M:%S"),
@@ -50,7 +50,10 @@ def event_line(event: Event) -> str:
         parts.append(f"{event.variant}/{event.provider}" if event.provider else event.variant)
     if event.progress and event.progress.total:
         p = event.progress
-        parts.append(f"{p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB")
+        moved = f"{p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB"
+        if p.reused:
+            moved += f" ({p.reused / 1e6:.1f} MB reused)"
+        parts.append(moved)
     if event.error:
         parts.append(f"[red]{event.error.code}[/]: {event.error.detail}")
     elif event.message:

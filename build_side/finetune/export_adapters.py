@@ -22,6 +22,7 @@ from quantization), since a quantized (in, r) weight could not be swapped at run
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -229,6 +230,42 @@ def _write_adapter_file(
     return max(ranks)
 
 
+def _lora_base(
+    base_hf_dir: Path, modules: set[str], spec: VariantSpec, extra: dict[str, str], dest: Path
+) -> dict[str, dict[str, Any]]:
+    """The ONNX base with LoRA inputs for these modules at `dest`, built once per (weights, variant
+    settings, modules, builder): a release that only adds an adapter over the same modules ships the
+    very same base files, so registries and devices that hold them store and fetch only the adapter."""
+    from build_side.fingerprint import dir_digest, settings_digest
+    from build_side.settings import cache_dir
+
+    key = settings_digest(
+        {
+            "model": dir_digest(base_hf_dir),
+            "spec": spec.model_dump(mode="json"),
+            "modules": sorted(modules),
+            "extra": extra,
+            "tools": tool_versions(),
+        }
+    )
+    cached = cache_dir() / "lora-bases" / key[:20]
+    if not (cached / "lora_inputs.json").is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".lora-base-", dir=cached.parent) as tmp:
+            union = Path(tmp) / "union"
+            _union_adapter(base_hf_dir, modules, union)
+            built = Path(tmp) / "built"
+            _run_builder(base_hf_dir, union, built, spec, Path(tmp) / "cache", extra)
+            work = Path(tmp) / "base"
+            inputs = _lora_inputs_from_initializers(built, work / "onnx")
+            (work / "lora_inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True))
+            if cached.exists():
+                shutil.rmtree(cached)
+            os.replace(work, cached)
+    shutil.copytree(cached / "onnx", dest)
+    return json.loads((cached / "lora_inputs.json").read_text())
+
+
 def _variant_record(spec: VariantSpec, source: SourceInfo) -> ConvertedVariant:
     target = spec.resolved
     quantization = None
@@ -287,12 +324,7 @@ def export_adapters(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="slmops-adapters-") as tmp:
-        union = Path(tmp) / "union"
-        _union_adapter(base_hf_dir, modules, union)
-        built = Path(tmp) / "built"
-        _run_builder(base_hf_dir, union, built, spec, Path(tmp) / "cache", extra)
-        lora_inputs = _lora_inputs_from_initializers(built, out_dir / spec.id)
+    lora_inputs = _lora_base(base_hf_dir, modules, spec, extra, out_dir / spec.id)
     expected = {f"{m}.lora_{ab}.MatMul.weight" for m in modules for ab in "AB"}
     if set(lora_inputs) != expected:
         missing, extra_names = sorted(expected - set(lora_inputs)), sorted(set(lora_inputs) - expected)

@@ -24,6 +24,7 @@ from edge_agent.contracts.events import (
     EventError,
     Progress,
     ReportedState,
+    StoreUsage,
 )
 from edge_agent.contracts.manifest import (
     BUNDLE_SCHEMA,
@@ -91,6 +92,7 @@ __all__ = [
     "RegistryIndex",
     "ReportedState",
     "SourceInfo",
+    "StoreUsage",
     "Summary",
     "Variant",
     "VariantEval",

@@ -60,6 +60,9 @@ class BenchRecord(Contract):
     meta: BenchMeta = Field(default_factory=BenchMeta)
     load_time_s: float | None = None
     size_bytes: int | None = None
+    store_bytes: int | None = Field(
+        None, description="disk the device's model store used when measured (shared files once)"
+    )
     peak_rss_mb: float | None = None
     metrics: dict[str, Summary] = Field(
         default_factory=dict,

@@ -52,8 +52,12 @@ class EventError(Contract):
 
 
 class Progress(Contract):
-    done: int = Field(ge=0)
-    total: int = Field(ge=0)
+    done: int = Field(ge=0, description="bytes of the variant's files in staging (reused ones included)")
+    total: int = Field(ge=0, description="bytes of the variant's files")
+    reused: int | None = Field(
+        None, ge=0, description="bytes of total the device already held (linked or copied, not fetched)"
+    )
+    to_fetch: int | None = Field(None, ge=0, description="bytes this attempt fetches from the registry")
 
 
 class Event(Contract):
@@ -79,6 +83,14 @@ class ActiveModel(Contract):
     installed: datetime | None = None
 
 
+class StoreUsage(Contract):
+    disk_bytes: int = Field(
+        ge=0, description="disk the installed versions, shared blobs and staging use; shared files once"
+    )
+    logical_bytes: int = Field(ge=0, description="the same files counted once per version holding them")
+    versions: int = Field(ge=0)
+
+
 class ReportedState(Contract):
     schema_: Literal["slmops.reported/1"] = Field(REPORTED_SCHEMA, alias="schema")
     device: str
@@ -94,6 +106,7 @@ class ReportedState(Contract):
     last_error: EventError | None = None
     provider_fallbacks: list[str] = Field(default_factory=list)
     free_disk_mb: int | None = None
+    store: StoreUsage | None = Field(None, description="disk the model store uses")
     free_memory_mb: int | None = None
     api_url: str | None = None
 
@@ -109,4 +122,5 @@ __all__ = [
     "EventError",
     "Progress",
     "ReportedState",
+    "StoreUsage",
 ]

@@ -27,6 +27,12 @@ class IndexEntry(Contract):
     task: Literal["chat", "completion"] = "chat"
     variants: list[Name] = Field(default_factory=list)
     size_bytes: int = Field(0, ge=0, description="all files of the bundle")
+    stored_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="bytes of its files whose content no earlier release in the registry holds: "
+        "what it adds to a registry that stores each content once",
+    )
     key_id: str = Field(description="key that signed the manifest")
 
     @property

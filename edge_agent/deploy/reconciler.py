@@ -64,6 +64,7 @@ from edge_agent.deploy.machine import (
     final_state,
     next_step,
 )
+from edge_agent.deploy.reuse import LocalFiles
 from edge_agent.deploy.store import Store
 from edge_agent.errors import (
     BundleError,
@@ -146,6 +147,7 @@ class Reconciler:
         self.downloader = Downloader(
             self.http, lim.download_retries, lim.backoff_initial_s, lim.backoff_max_s, self.stop
         )
+        self.local = LocalFiles(store)  # files the device holds, staged by sha256 instead of fetched
         self.inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
         self.idle = threading.Event()  # set while nothing is queued or running (tests and bench wait on it)
         self._candidate: Candidate | None = None
@@ -499,14 +501,17 @@ class Reconciler:
         manifest = self._manifest(rec)
         staging = self._staging(rec)
         base = self._manifest_url(rec)
-        jobs = [
-            FileJob(file_url(base, f.path), staging / f.path, f.size, f.path)
-            for f in self._files(rec, manifest)
-        ]
+        files = self._files(rec, manifest)
+        reused = self.local.stage(files, staging, between=lambda: self._pause("LINKING")).reused_bytes
+        jobs = [FileJob(file_url(base, f.path), staging / f.path, f.size, f.path) for f in files]
         total = sum(j.size for j in jobs)
         done = sum(bytes_on_disk(j) for j in jobs)
         rec.downloaded_at_start = done
-        self._emit(rec, DeploymentState.DOWNLOADING, progress=Progress(done=done, total=total))
+
+        def progress(done: int) -> Progress:
+            return Progress(done=done, total=total, reused=reused, to_fetch=total - rec.downloaded_at_start)
+
+        self._emit(rec, DeploymentState.DOWNLOADING, progress=progress(done))
         need = total - done
         free = self.store.free_bytes()
         reserve = self.config.limits.min_free_disk_mb * MB
@@ -516,7 +521,7 @@ class Reconciler:
                 f"(and {self.config.limits.min_free_disk_mb} MB must stay free)"
             )
         if done:
-            log.info("%s: resuming the download at %d of %d bytes", rec.bundle, done, total)
+            log.info("%s: %d of %d bytes on the device already (%d reused)", rec.bundle, done, total, reused)
         last = time.monotonic()
 
         def count(n: int) -> None:
@@ -524,11 +529,11 @@ class Reconciler:
             done += n
             if time.monotonic() - last >= PROGRESS_EVERY_S:
                 last = time.monotonic()
-                self._emit(rec, DeploymentState.DOWNLOADING, progress=Progress(done=done, total=total))
+                self._emit(rec, DeploymentState.DOWNLOADING, progress=progress(done))
 
         for job in jobs:
             self.downloader.fetch_file(job, count)
-        self._emit(rec, DeploymentState.DOWNLOADING, progress=Progress(done=total, total=total))
+        self._emit(rec, DeploymentState.DOWNLOADING, progress=progress(total))
         return Outcome.OK
 
     def _verifying(self, rec: JournalRecord) -> Outcome:
@@ -539,8 +544,10 @@ class Reconciler:
             try:
                 check_file(staging, entry)
             except BundleError:
+                self.local.forget(staging / entry.path, entry)
                 (staging / entry.path).unlink(missing_ok=True)  # never resumed from a bad file
                 raise
+            self.local.adopt(staging / entry.path, entry)  # reusable by sha256 from now on
         return Outcome.OK
 
     def _installing(self, rec: JournalRecord) -> Outcome:

@@ -2,13 +2,16 @@
 
     state_dir/
       store/<name>@<version>/   manifest.json, manifest.sig, the chosen variant's files, .installed.json
+      blobs/<sha256>            one more name for each verified file (`blobs.py`): versions share
+                                identical files as hardlinks, so each content is on disk once
       staging/<name>@<version>-<sha12>/   a download in progress (files, `.part` files)
       trash/                    versions being deleted (moved here first, so store/ never holds half one)
       current -> store/...      the active version, switched with one atomic rename
       previous -> store/...     the version active before it, the rollback target
 
 A folder appears in `store/` only by renaming a complete, verified staging folder that already holds
-its `.installed.json`, so every folder in `store/` is a complete version.
+its `.installed.json`, so every folder in `store/` is a complete version. Removing a version removes
+its names; a file another version (or the pool, until `collect` prunes it) still names stays.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from edge_agent.bundle_check import MANIFEST, parse_manifest
 from edge_agent.contracts import BundleManifest
 from edge_agent.contracts.common import utcnow
 from edge_agent.deploy import atomic
+from edge_agent.deploy.blobs import BlobPool, Usage, usage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class Store:
         self.trash_dir = self.root / "trash"
         self.current_link = self.root / "current"
         self.previous_link = self.root / "previous"
+        self.blobs = BlobPool(self.root / "blobs")
         if create:  # `edge-agent status` opens it read-only
             for d in (self.root, self.store_dir, self.staging_root, self.trash_dir):
                 d.mkdir(parents=True, exist_ok=True)
@@ -201,6 +206,9 @@ class Store:
             self._trash(v.path)
             removed.append(v.ref)
         self.empty_trash()
+        freed = self.blobs.prune()
+        if freed:
+            log.info("freed %d bytes of files no version uses", freed)
         return removed
 
     def recover(self) -> list[str]:
@@ -228,6 +236,10 @@ class Store:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def usage(self) -> Usage:
+        """Disk the versions, the blob pool and staging use, each shared file counted once."""
+        return usage([self.store_dir, self.staging_root], self.blobs.root)
 
 
 __all__ = ["INSTALL_INFO", "Installed", "Store"]

@@ -67,14 +67,16 @@ def test_bad_desired_states_and_bundles_change_nothing(
 ) -> None:
     url, tap = registry_tap
     good = release(make_bundle, registry_dir, signing_key, "1.0.0")
-    tampered = release(make_bundle, registry_dir, signing_key, "1.1.0")
-    data = tampered / "cpu-int4" / "model.onnx.data"
+    # fp32: weights the device does not hold, so they come from the registry (held ones are linked)
+    tampered = release(make_bundle, registry_dir, signing_key, "1.1.0", variants=("cpu-fp32",))
+    data = tampered / "cpu-fp32" / "model.onnx.data"
     blob = bytearray(data.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # same size, different bytes
+    data.unlink()  # a published file is a read-only hardlink to the registry's blob: replace the name
     data.write_bytes(bytes(blob))
     untrusted_manifest = release(make_bundle, registry_dir, other_key, "1.2.0")
-    missing = release(make_bundle, registry_dir, signing_key, "1.3.0")
-    (missing / "cpu-int4" / "tokenizer.json").unlink()
+    missing = release(make_bundle, registry_dir, signing_key, "1.3.0", variants=("cpu-fp32",))
+    (missing / "cpu-fp32" / "model.onnx.data").unlink()  # weights no version on the device holds
 
     state = tmp_path / "state"
     config = write_config(tmp_path, fleet.fleet, url, keys_dir, state, api=True)
@@ -117,7 +119,7 @@ def test_bad_desired_states_and_bundles_change_nothing(
 
         fleet.publish_desired(desired(signing_key, 8, missing, "not-found"))
         assert outcome(state, "not-found", p) == ("FAILED", "DOWNLOAD_FAILED")
-        assert [r.status for r in tap.served("1.3.0/cpu-int4/tokenizer.json")] == [404], "no retry on a 4xx"
+        assert [r.status for r in tap.served("1.3.0/cpu-fp32/model.onnx.data")] == [404], "no retry on a 4xx"
 
         for dep in ("tampered", "bad-manifest-sig", "not-found"):
             assert states_of(state, dep)[0] == "ACCEPTED"
@@ -179,11 +181,12 @@ def test_failed_health_gate_rolls_back_and_is_not_retried(
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 20 MB filesystem (tmpfs) for the state folder; skipped where mounting is not allowed."""
+    """A real 14 MB filesystem (tmpfs) for the state folder; skipped where mounting is not allowed.
+    1.0.0 (5.6 MB) fits; 2.0.0 does not, even though its tokenizer files are linked from 1.0.0."""
     mount = tmp_path / "small"
     mount.mkdir()
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", str(mount)], capture_output=True, text=True
     )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode}); needs root")

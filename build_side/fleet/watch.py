@@ -123,23 +123,33 @@ class FleetWatch:
         return None
 
     def wait_for_outcomes(
-        self, targets: dict[str, str], timeout_s: float, should_stop: Callable[[], bool] | None = None
+        self,
+        targets: dict[str, str],
+        timeout_s: float,
+        should_stop: Callable[[], bool] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> dict[str, Outcome]:
-        """Wait until each device in {device: deployment_id} reached a terminal state, or time out."""
+        """Wait until each device in {device: deployment_id} reached a terminal state, or time out.
+
+        `on_outcome` sees each device's outcome as soon as it is known (a rollout records it then,
+        so a rollout killed mid-wave does not wait again for devices that finished)."""
         deadline = time.monotonic() + timeout_s
         results: dict[str, Outcome] = {}
         while True:
             for device, dep in targets.items():
                 if device not in results and (found := self.outcome(device, dep)):
                     results[device] = found
+                    if on_outcome:
+                        on_outcome(found)
             left = deadline - time.monotonic()
             if len(results) == len(targets) or left <= 0 or (should_stop and should_stop()):
                 break
             self.pump(min(left, 0.5))
         for device, dep in targets.items():
-            results.setdefault(
-                device, Outcome(device, dep, None, f"no terminal state within {timeout_s:.0f} s")
-            )
+            if device not in results:
+                results[device] = Outcome(device, dep, None, f"no terminal state within {timeout_s:.0f} s")
+                if on_outcome:
+                    on_outcome(results[device])
         return results
 
     def follow(self, devices: Iterable[str] | None = None, duration_s: float | None = None) -> None:

@@ -92,7 +92,8 @@ class History:
     def insert_new(self, conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
         """Insert `row` unless one with the same unique key exists; True when it was new."""
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-        return conn.execute(insert.values(row).on_conflict_do_nothing()).rowcount == 1
+        stmt = insert.values(row).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return conn.execute(stmt).first() is not None  # a row comes back only when one was inserted
 
     # revisions ---------------------------------------------------------------------------------------
 

@@ -48,8 +48,10 @@ def database_url(location: str | Path) -> URL:
 
 
 def describe(url: URL) -> str:
-    """The URL as it may be shown: password hidden."""
-    return url.render_as_string(hide_password=True)
+    """The database as it may be shown: a SQLite file's path, or the URL without driver or password."""
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
 def create_engine_for(location: str | Path | URL) -> sa.Engine:

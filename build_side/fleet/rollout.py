@@ -33,6 +33,7 @@ from edge_agent.contracts import BundleRef, DesiredState
 from edge_agent.signing import SigningKey
 
 Progress = Callable[[str], None]
+StepHook = Callable[[Step, int], None]
 Handler = Callable[[RolloutRow, int], Outcome]
 
 
@@ -83,6 +84,7 @@ class RolloutRunner:
         registry: str,
         key: SigningKey,
         progress: Progress | None = None,
+        on_step: StepHook | None = None,
     ) -> None:
         self.watch = watch
         self.session: BrokerSession = watch.session
@@ -91,6 +93,7 @@ class RolloutRunner:
         self.registry = registry
         self.key = key
         self.say = progress or (lambda _msg: None)
+        self.on_step = on_step or (lambda _step, _wave: None)
         self.handlers: dict[Step, Handler] = {
             Step.PLANNED: self._planned,
             Step.DEPLOYING: self._deploying,
@@ -152,12 +155,14 @@ class RolloutRunner:
         step, wave = ro.step, ro.wave
         while step not in TERMINAL:
             self.store.enter(ro.id, step, wave, note=self._note(ro, step, wave))  # before the step runs
+            self.on_step(step, wave)
             outcome = self.handlers[step](ro, wave)
             step = next_step(step, outcome)
             if outcome in ADVANCES:
                 wave += 1
             if step in TERMINAL:
                 self.store.enter(ro.id, step, wave, note=self._note(ro, step, wave))
+                self.on_step(step, wave)
         return self.report(rollout_id)
 
     def _note(self, ro: RolloutRow, step: Step, wave: int) -> str | None:

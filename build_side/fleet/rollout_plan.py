@@ -23,7 +23,8 @@ def plan_waves(devices: list[str], canary: float, growth: float) -> list[list[st
 
 def plan_percent_waves(devices: list[str], percents: list[float]) -> list[list[str]]:
     """Waves that reach these cumulative shares of the devices: `[1, 10, 50, 100]` is 1%, then up to
-    10%, 50% and all. Each wave holds at least one device; a share that adds no device adds no wave."""
+    10%, 50% and all. Each share gets a wave of at least one device while devices remain (over 10
+    devices: 1, 1, 3 and 5), so a small group still goes through every stage the operator asked for."""
     check_percents(percents)
     waves, done = [], 0
     for p in percents:

@@ -2,7 +2,8 @@
 
 `FleetWatch` owns the snapshot of one broker session and folds every message into it. Events are
 deduplicated on (device, deployment_id, seq), the way DESIGN.md asks receivers to, and recorded in
-the history together with bench records, since the broker does not keep either.
+the history (one transaction per batch of messages) together with bench records, since the broker
+does not keep either.
 `wait_for_outcomes` is what a deployment or a rollout wave waits with: a terminal event per device,
 or, for what happened while nobody was listening, the device's retained reported state.
 """
@@ -79,6 +80,11 @@ class FleetWatch:
                 self._bench(t.device, msg.payload)
             else:
                 self.snapshot.apply(msg)
+        if new:  # one transaction for the whole batch: a thousand devices send thousands of events
+            self.history.add_events(self.fleet, new)
+            for event in new:
+                if self.on_event:
+                    self.on_event(event)
         return new
 
     def _event(self, device: str, payload: bytes) -> Event | None:
@@ -92,12 +98,9 @@ class FleetWatch:
         if key in self._seen:
             return None
         self._seen.add(key)
-        self.history.add_event(self.fleet, event)
         self.snapshot.view(device).last_event = event
         if event.state in TERMINAL_STATES:
             self.terminal[(device, event.deployment_id)] = event
-        if self.on_event:
-            self.on_event(event)
         return event
 
     def _bench(self, device: str, payload: bytes) -> None:

@@ -56,11 +56,22 @@ def test_events_are_kept_once_in_arrival_order_and_bench_records_per_device(hist
         assert h.add_event("f", event("a", 0, S.ACCEPTED))
         assert h.add_events("f", [event("b", 0, S.ACCEPTED), event("a", 1, S.DOWNLOADING)]) == [True, True]
         assert not h.add_event("f", event("a", 1, S.DOWNLOADING))  # a duplicate delivery
+        assert h.add_events("f", [event("c", 0, S.FAILED, "dep-2")] * 2) == [True, False]
         assert h.add_event("f", event("a", 2, S.SUCCEEDED))
         assert h.add_event("other", event("a", 0, S.FAILED))  # another fleet, its own history
-        assert [(e.device, e.seq) for e in h.events("f")] == [("a", 0), ("b", 0), ("a", 1), ("a", 2)]
+        assert [(e.device, e.seq) for e in h.events("f")] == [
+            ("a", 0),
+            ("b", 0),
+            ("a", 1),
+            ("c", 0),
+            ("a", 2),
+        ]
         assert [e.seq for e in h.events("f", device="a", limit=2)] == [1, 2]
-        assert {d: e.state for d, e in h.last_events("f").items()} == {"a": S.SUCCEEDED, "b": S.ACCEPTED}
+        assert {d: e.state for d, e in h.last_events("f").items()} == {
+            "a": S.SUCCEEDED,
+            "b": S.ACCEPTED,
+            "c": S.FAILED,
+        }
 
         assert h.add_bench("f", "a", bench_record("a", 0, 40.0))
         assert not h.add_bench("f", "a", bench_record("a", 0, 40.0))

@@ -101,19 +101,27 @@ class History:
         """The next revision of the fleet: above every one handed out here and above `at_least_above`.
 
         One counter per fleet (not per device) keeps a device's own and its group's desired states
-        comparable: whichever was issued later has the higher revision. One statement, so two
-        operator processes never hand out the same revision.
+        comparable: whichever was issued later has the higher revision.
+        """
+        return self.next_revisions(fleet, 1, at_least_above)[0]
+
+    def next_revisions(self, fleet: str, count: int, at_least_above: int = 0) -> list[int]:
+        """`count` consecutive revisions above every one handed out and above `at_least_above`.
+
+        One statement (an upsert that returns the new counter), so two operator processes never
+        hand out the same revision, on either engine.
         """
         pg = self.dialect == "postgresql"
         insert = (postgresql.insert if pg else sqlite.insert)(revisions)
-        raised = (sa.func.greatest if pg else sa.func.max)(revisions.c.last + 1, at_least_above + 1)
+        raised = (sa.func.greatest if pg else sa.func.max)(revisions.c.last + count, at_least_above + count)
         stmt = (
-            insert.values(fleet=fleet, last=at_least_above + 1)
+            insert.values(fleet=fleet, last=at_least_above + count)
             .on_conflict_do_update(index_elements=[revisions.c.fleet], set_={"last": raised})
             .returning(revisions.c.last)
         )
         with self.write() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            last = int(conn.execute(stmt).scalar_one())
+        return list(range(last - count + 1, last + 1))
 
     # deployments -------------------------------------------------------------------------------------
 
@@ -126,27 +134,18 @@ class History:
         document: dict[str, Any],
         rollout_id: str | None = None,
     ) -> None:
-        bundle_ref = document["bundle"]
         with self.write() as conn:
             conn.execute(
                 deployments.insert().values(
-                    deployment_id=document["deployment_id"],
-                    fleet=fleet,
-                    target_kind=target_kind,
-                    target=target,
-                    bundle=f"{bundle_ref['name']}@{bundle_ref['version']}",
-                    revision=document["revision"],
-                    rollout_id=rollout_id,
-                    document=json.dumps(document),
-                    created=now_iso(),
+                    deployment_values(fleet, target_kind, target, document, rollout_id)
                 )
             )
 
-    def mark_published(self, deployment_id: str) -> None:
+    def mark_published(self, *deployment_ids: str) -> None:
         with self.write() as conn:
             conn.execute(
                 deployments.update()
-                .where(deployments.c.deployment_id == deployment_id)
+                .where(deployments.c.deployment_id.in_(deployment_ids))
                 .values(published=now_iso())
             )
 
@@ -251,6 +250,24 @@ class History:
             return [(d, doc) for d, doc in rows]
 
 
+def deployment_values(
+    fleet: str, target_kind: str, target: str, document: dict[str, Any], rollout_id: str | None
+) -> dict[str, Any]:
+    """A `deployments` row for a signed desired state about to be published."""
+    bundle_ref = document["bundle"]
+    return {
+        "deployment_id": document["deployment_id"],
+        "fleet": fleet,
+        "target_kind": target_kind,
+        "target": target,
+        "bundle": f"{bundle_ref['name']}@{bundle_ref['version']}",
+        "revision": document["revision"],
+        "rollout_id": rollout_id,
+        "document": json.dumps(document),
+        "created": now_iso(),
+    }
+
+
 def _event_row(fleet: str, event: Event) -> dict[str, Any]:
     return {
         "fleet": fleet,
@@ -282,4 +299,4 @@ def _reason(exc: OperationalError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
-__all__ = ["DeploymentRow", "History", "now_iso"]
+__all__ = ["DeploymentRow", "History", "deployment_values", "now_iso"]

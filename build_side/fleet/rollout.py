@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 from build_side.fleet.broker import BrokerSession
 from build_side.fleet.catalog import resolve_bundle
-from build_side.fleet.deploy import publish_desired, sign_for
-from build_side.fleet.desired import desired_payload
+from build_side.fleet.desired import build_desired, desired_payload
 from build_side.fleet.errors import FleetError, RolloutError
 from build_side.fleet.history import History
 from build_side.fleet.rollout_machine import ADVANCES, TERMINAL, Outcome, Step, next_step
 from build_side.fleet.rollout_plan import plan_percent_waves, plan_waves
-from build_side.fleet.rollout_store import DeviceRow, RolloutParams, RolloutRow, RolloutStore
+from build_side.fleet.rollout_store import DeviceRow, RolloutParams, RolloutRow, RolloutStore, Send
 from build_side.fleet.topics import device_topic
 from build_side.fleet.watch import FleetWatch
 from build_side.fleet.watch import Outcome as DeviceOutcome
@@ -94,6 +93,7 @@ class RolloutRunner:
         self.key = key
         self.say = progress or (lambda _msg: None)
         self.on_step = on_step or (lambda _step, _wave: None)
+        self._resolved: dict[str, BundleRef | None] = {}
         self.handlers: dict[Step, Handler] = {
             Step.PLANNED: self._planned,
             Step.DEPLOYING: self._deploying,
@@ -185,24 +185,21 @@ class RolloutRunner:
         return Outcome.OK if self.store.waves(ro.id) else Outcome.DONE
 
     def _deploying(self, ro: RolloutRow, idx: int) -> Outcome:
-        """Publish the wave's desired states; each is recorded before it leaves, marked after PUBACK."""
+        """Publish the wave's desired states: recorded before they leave, marked after each PUBACK."""
         self.store.set_wave(ro.id, idx, "deploying")
         devices = self.store.devices(ro.id, idx)
         self.say(f"wave {idx}: {_names(devices)} -> {ro.bundle.ref}")
-        floor = self.watch.refresh().highest_revision()
         for d in devices:
-            if d.status == "pending":
-                previous = self._previous_bundle(d.device)
-                state = self._sign(ro, ro.bundle, f"{ro.id}-w{idx}-{d.device}", floor)
-                self.store.update_device(
-                    ro.id, d.device, previous=previous, deployment_id=state.deployment_id, status="publishing"
-                )
-                self._publish(ro, d.device, state)
-                self.store.update_device(ro.id, d.device, status="published")
-            elif d.status == "publishing":  # killed between recording and PUBACK
+            if d.status == "publishing":  # killed between recording and PUBACK
                 assert d.deployment_id
                 self._republish_if_lost(ro, d.device, d.deployment_id)
                 self.store.update_device(ro.id, d.device, status="published")
+        pending = [d.device for d in devices if d.status == "pending"]
+        states = self._sign(ro, [(dev, ro.bundle, f"{ro.id}-w{idx}-{dev}") for dev in pending])
+        sends = [
+            Send(dev, state, self._previous_bundle(dev)) for dev, state in zip(pending, states, strict=True)
+        ]
+        self._send(ro, sends, rollback=False)
         return Outcome.OK
 
     def _waiting(self, ro: RolloutRow, idx: int) -> Outcome:
@@ -249,8 +246,8 @@ class RolloutRunner:
 
     def _rolling_back(self, ro: RolloutRow, idx: int) -> Outcome:
         """Point each device of the wave back at what it ran before; wait for it to get there."""
-        floor = self.watch.refresh().highest_revision()
         targets: dict[str, tuple[str, BundleRef]] = {}
+        to_send: list[tuple[str, BundleRef, str]] = []
         for d in self.store.devices(ro.id, idx):
             if d.rollback_status in ("succeeded", "failed", "none"):
                 continue
@@ -258,21 +255,22 @@ class RolloutRunner:
                 self.store.update_device(ro.id, d.device, rollback_status="none")
                 self.say(f"  {d.device}: ran no earlier version; left as it is")
                 continue
-            if d.rollback_status is None:
-                state = self._sign(ro, d.previous, f"{ro.id}-rb{idx}-{d.device}", floor)
-                self.store.update_device(
-                    ro.id, d.device, rollback_deployment_id=state.deployment_id, rollback_status="publishing"
-                )
-                self._publish(ro, d.device, state)
-                self.store.update_device(ro.id, d.device, rollback_status="published")
-                targets[d.device] = (state.deployment_id, d.previous)
-            else:
-                assert d.rollback_deployment_id
-                if d.rollback_status == "publishing":
-                    self._republish_if_lost(ro, d.device, d.rollback_deployment_id)
-                    self.store.update_device(ro.id, d.device, rollback_status="published")
-                targets[d.device] = (d.rollback_deployment_id, d.previous)
             self.say(f"  {d.device}: back to {d.previous.ref}")
+            if d.rollback_status is None:
+                to_send.append((d.device, d.previous, f"{ro.id}-rb{idx}-{d.device}"))
+                continue
+            assert d.rollback_deployment_id
+            if d.rollback_status == "publishing":
+                self._republish_if_lost(ro, d.device, d.rollback_deployment_id)
+                self.store.update_device(ro.id, d.device, rollback_status="published")
+            targets[d.device] = (d.rollback_deployment_id, d.previous)
+        states = self._sign(ro, to_send)
+        self._send(
+            ro, [Send(dev, st) for (dev, _, _), st in zip(to_send, states, strict=True)], rollback=True
+        )
+        targets |= {
+            dev: (st.deployment_id, st.bundle) for (dev, _, _), st in zip(to_send, states, strict=True)
+        }
         if targets:
             outcomes = self.watch.wait_for_outcomes(
                 {dev: dep for dev, (dep, _) in targets.items()}, ro.params.wave_timeout_s
@@ -286,27 +284,36 @@ class RolloutRunner:
 
     # helpers -----------------------------------------------------------------------------------------
 
-    def _sign(self, ro: RolloutRow, bundle: BundleRef, deployment_id: str, floor: int) -> DesiredState:
-        return sign_for(
-            history=self.history,
-            fleet=ro.fleet,
-            bundle=bundle,
-            key=self.key,
-            floor=floor,
-            variant_policy=ro.params.variant_policy,
-            policy=ro.params.policy,
-            deployment_id=deployment_id,
-        )
+    def _sign(self, ro: RolloutRow, items: list[tuple[str, BundleRef, str]]) -> list[DesiredState]:
+        """Signed desired states for (device, bundle, deployment_id), with one block of revisions
+        above everything the broker already carries."""
+        if not items:
+            return []
+        floor = self.watch.refresh().highest_revision()
+        revisions = self.history.next_revisions(ro.fleet, len(items), floor)
+        return [
+            build_desired(
+                revision=revision,
+                bundle=bundle,
+                key=self.key,
+                deployment_id=deployment_id,
+                variant_policy=ro.params.variant_policy,
+                policy=ro.params.policy,
+            )
+            for revision, (_, bundle, deployment_id) in zip(revisions, items, strict=True)
+        ]
 
-    def _publish(self, ro: RolloutRow, device: str, state: DesiredState) -> None:
-        publish_desired(
-            session=self.session,
-            history=self.history,
-            target_kind="device",
-            target=device,
-            state=state,
-            rollout_id=ro.id,
-        )
+    def _send(self, ro: RolloutRow, sends: list[Send], rollback: bool) -> None:
+        """Record the batch, publish each state retained at QoS 1 (PUBACK awaited), mark them published."""
+        if not sends:
+            return
+        self.store.record_sending(ro.id, ro.fleet, sends, rollback=rollback)
+        for send in sends:
+            topic = device_topic(ro.fleet, send.device, "desired")
+            self.session.publish(topic, desired_payload(send.state), retain=True)
+        self.history.mark_published(*(s.state.deployment_id for s in sends))
+        status = "rollback_status" if rollback else "status"
+        self.store.mark(ro.id, [s.device for s in sends], **{status: "published"})
 
     def _republish_if_lost(self, ro: RolloutRow, device: str, deployment_id: str) -> None:
         """After a stop between recording and PUBACK: publish again only if the broker lacks it."""
@@ -331,11 +338,13 @@ class RolloutRunner:
         for state in candidates:
             if state and state.bundle.ref == active:
                 return state.bundle
-        try:
-            return resolve_bundle(self.registry, active)
-        except FleetError as exc:
-            self.say(f"  {device}: cannot find its current {active} in the registry ({exc})")
-            return None
+        if active not in self._resolved:  # one registry read per version, not per device
+            try:
+                self._resolved[active] = resolve_bundle(self.registry, active)
+            except FleetError as exc:
+                self.say(f"  cannot find {active} in the registry ({exc})")
+                self._resolved[active] = None
+        return self._resolved[active]
 
     def _runs(self, device: str, bundle: BundleRef) -> bool:
         view = self.watch.refresh().devices.get(device)

@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from build_side.fleet.db import tables
+from build_side.fleet.desired import desired_document
 from build_side.fleet.errors import RolloutError
-from build_side.fleet.history import History, now_iso
+from build_side.fleet.history import History, deployment_values, now_iso
 from build_side.fleet.rollout_machine import STATUS, TERMINAL, Step
 from build_side.fleet.rollout_plan import check_percents
-from edge_agent.contracts import BundleRef, DeploymentPolicy, VariantPolicy
+from edge_agent.contracts import BundleRef, DeploymentPolicy, DesiredState, VariantPolicy
 
 FINISHED = tuple(STATUS[s] for s in TERMINAL)
 
@@ -81,6 +82,15 @@ class DeviceRow:
     detail: str
     rollback_deployment_id: str | None
     rollback_status: str | None
+
+
+@dataclass(frozen=True)
+class Send:
+    """A signed desired state for one device of a rollout, and what the device ran before it."""
+
+    device: str
+    state: DesiredState
+    previous: BundleRef | None = None
 
 
 DEVICE_FIELDS = frozenset(
@@ -234,6 +244,44 @@ class RolloutStore:
             ).one()
         return int(row[0]), int(row[1])
 
+    def record_sending(self, rollout_id: str, fleet: str, sends: list[Send], rollback: bool = False) -> None:
+        """Before a batch of desired states leaves: each recorded in `deployments`, and its device
+        marked `publishing` with it (and, for a deployment, the bundle the device ran before), in
+        one transaction, so a restart finds either nothing sent or every one of them accounted for."""
+        id_col, status_col = (
+            ("rollback_deployment_id", "rollback_status") if rollback else ("deployment_id", "status")
+        )
+        devices = tables.rollout_devices
+        with self.history.write() as conn:
+            conn.execute(
+                tables.deployments.insert(),
+                [
+                    deployment_values(fleet, "device", s.device, desired_document(s.state), rollout_id)
+                    for s in sends
+                ],
+            )
+            for s in sends:
+                values: dict[str, object] = {id_col: s.state.deployment_id, status_col: "publishing"}
+                if not rollback:
+                    values["previous"] = s.previous.model_dump_json() if s.previous else None
+                conn.execute(
+                    devices.update()
+                    .where(devices.c.rollout_id == rollout_id, devices.c.device == s.device)
+                    .values(values)
+                )
+
+    def mark(self, rollout_id: str, devices: list[str], **fields: object) -> None:
+        """Set the same fields on several devices of a rollout in one statement."""
+        if not fields or set(fields) - DEVICE_FIELDS:
+            raise ValueError(f"cannot update {sorted(set(fields) - DEVICE_FIELDS)}")
+        table = tables.rollout_devices
+        with self.history.write() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.rollout_id == rollout_id, table.c.device.in_(devices))
+                .values(**fields)
+            )
+
     def update_device(self, rollout_id: str, device: str, **fields: object) -> None:
         if not fields or set(fields) - DEVICE_FIELDS:
             raise ValueError(f"cannot update {sorted(set(fields) - DEVICE_FIELDS)}")
@@ -265,4 +313,4 @@ def _rollout(r: sa.Row) -> RolloutRow:
     )
 
 
-__all__ = ["FINISHED", "DeviceRow", "RolloutParams", "RolloutRow", "RolloutStore", "WaveRow"]
+__all__ = ["FINISHED", "DeviceRow", "RolloutParams", "RolloutRow", "RolloutStore", "Send", "WaveRow"]

@@ -445,6 +445,8 @@ def rollouts_cmd(
                     "group": r.group,
                     "bundle": r.bundle.ref,
                     "status": r.status,
+                    "step": str(r.step),
+                    "wave": r.wave,
                     "created": r.created,
                     "note": r.note,
                 }
@@ -455,8 +457,11 @@ def rollouts_cmd(
         console.print(
             table(
                 f"rollouts of fleet {fleet}",
-                ["id", "group", "bundle", "status", "created", "note"],
-                [[r.id, r.group, r.bundle.ref, r.status, r.created, r.note] for r in rows],
+                ["id", "group", "bundle", "status", "step", "created", "note"],
+                [
+                    [r.id, r.group, r.bundle.ref, r.status, f"{r.step} (wave {r.wave})", r.created, r.note]
+                    for r in rows
+                ],
             )
         )
 

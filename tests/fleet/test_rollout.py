@@ -128,7 +128,29 @@ def test_a_stopped_rollout_resumes_without_publishing_twice(
         text=True,
         check=True,
     )
-    assert [r["status"] for r in json.loads(listed.stdout)] == ["succeeded"]
+    assert [(r["status"], r["step"]) for r in json.loads(listed.stdout)] == [("succeeded", "SUCCEEDED")]
+
+
+def test_bad_waves_are_refused_before_anything_is_sent(
+    registry: Path, key_file: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from build_side.cli.main import app
+
+    for extra, says in (
+        (["--waves", "10,50"], "the last wave must reach 100%"),
+        (["--waves", "50,10,100"], "must rise"),
+        (["--waves", "1,x,100"], "could not convert"),
+        (["--waves", "1,100", "--canary", "0.2"], "--waves replaces --canary and --growth"),
+    ):
+        argv = [
+            "rollout", "tiny-chat@2.0.0", "--group", "lab", *extra, "--registry", str(registry),
+            "--key", str(key_file), "--db", str(tmp_path / "f.db"),
+        ]  # fmt: skip
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 1 and says in result.output, result.output
+    assert not (tmp_path / "f.db").exists()  # refused before the history was even opened
 
 
 def test_an_operator_killed_during_wave_2_resumes_without_redeploying_finished_devices(

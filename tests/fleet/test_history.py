@@ -3,9 +3,11 @@ one the migrations build. Every test here runs on SQLite and on PostgreSQL (`his
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -140,3 +142,13 @@ def test_a_bad_database_gets_one_clear_line(location: str, says: str) -> None:
     )
     assert proc.returncode == 1 and says in proc.stderr and "secret" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_history_from_a_newer_slmops_is_refused_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    with History(db) as h, h.write() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(HistoryError, match=r"schema revision '9999'.*newer slmops"):
+        History(db)
+    with sqlite3.connect(db) as con:  # nothing was changed
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999",)]

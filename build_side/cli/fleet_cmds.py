@@ -286,6 +286,9 @@ def rollout_cmd(
             registry=registry or settings.registry_location(),
             key=signing_key,
             progress=say,
+            on_step=None
+            if json_out
+            else lambda step, wave: say(f"[dim]rollout step {step} (wave {wave})[/]"),
         )
         if new:
             from build_side.fleet.catalog import resolve_bundle

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from build_side.cli.fleet_render import bench_table, event_line, rollout_table, status_table
 from build_side.cli.output import console, err_console, print_json, table
@@ -263,16 +264,21 @@ def rollout_cmd(
     again: it resumes in the step it was in, from the state kept in the history database.
     """
     fleet = fleet or settings.fleet_id()
-    params = RolloutParams(
-        canary=0.1 if canary is None else canary,
-        growth=2.0 if growth is None else growth,
-        waves=parse_waves(waves, canary, growth),
-        wave_timeout_s=wave_timeout,
-        max_failed=max_failed,
-        include_offline=include_offline,
-        variant_policy=parse_variant_policy(variant_policy),
-        policy=_policy(health_timeout, max_attempts, no_rollback, bench),
-    )
+    try:
+        params = RolloutParams(
+            canary=0.1 if canary is None else canary,
+            growth=2.0 if growth is None else growth,
+            waves=parse_waves(waves, canary, growth),
+            wave_timeout_s=wave_timeout,
+            max_failed=max_failed,
+            include_offline=include_offline,
+            variant_policy=parse_variant_policy(variant_policy),
+            policy=_policy(health_timeout, max_attempts, no_rollback, bench),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FleetError(f"rollout: {where}: {first['msg']}") from None
     signing_key = _key(key)
     say = (lambda _m: None) if json_out else console.print
     with (

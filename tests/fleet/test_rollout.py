@@ -131,7 +131,7 @@ def test_a_stopped_rollout_resumes_without_publishing_twice(
     assert [(r["status"], r["step"]) for r in json.loads(listed.stdout)] == [("succeeded", "SUCCEEDED")]
 
 
-def test_bad_waves_are_refused_before_anything_is_sent(
+def test_bad_plans_are_refused_before_anything_is_sent(
     registry: Path, key_file: Path, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
@@ -143,6 +143,8 @@ def test_bad_waves_are_refused_before_anything_is_sent(
         (["--waves", "50,10,100"], "must rise"),
         (["--waves", "1,x,100"], "could not convert"),
         (["--waves", "1,100", "--canary", "0.2"], "--waves replaces --canary and --growth"),
+        (["--max-failed", "2"], "max_failed: Input should be less than or equal to 1"),
+        (["--canary", "0"], "canary: Input should be greater than 0"),
     ):
         argv = [
             "rollout", "tiny-chat@2.0.0", "--group", "lab", *extra, "--registry", str(registry),

@@ -18,6 +18,7 @@ from build_side.fleet.history import History
 from build_side.fleet.rollout_machine import Step
 from build_side.fleet.rollout_store import RolloutParams, RolloutStore
 from edge_agent.contracts import BenchMeta, BenchRecord, BundleRef
+from edge_agent.signing import SigningKey
 from tests.conftest import cli
 
 # The schema as the hand-written `CREATE TABLE IF NOT EXISTS` script of the first history made it.
@@ -237,3 +238,77 @@ def _event(device: str, seq: int):  # type: ignore[no-untyped-def]
     from edge_agent.contracts import DeploymentState, Event
 
     return Event(device=device, deployment_id="dep-1", seq=seq, state=DeploymentState.ACCEPTED, revision=1)
+
+
+def test_a_rollout_left_running_by_the_first_schema_resumes_after_the_upgrade(
+    fleet_id: str,
+    registry: Path,
+    signing_key: SigningKey,
+    key_file: Path,
+    scripted,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """Wave 1 was half sent when the old operator stopped: dev-1 got its desired state (and has
+    since installed it, with nobody listening), dev-2 had not been sent anything yet."""
+    from build_side.fleet.broker import BrokerSession
+    from build_side.fleet.catalog import resolve_bundle
+    from build_side.fleet.desired import build_desired, desired_document, desired_payload
+
+    old, new = (
+        resolve_bundle(str(registry), "tiny-chat@1.0.0"),
+        resolve_bundle(str(registry), "tiny-chat@2.0.0"),
+    )
+    devs = {
+        "dev-0": scripted("dev-0", groups=("lab",), active="tiny-chat@2.0.0"),
+        "dev-1": scripted("dev-1", groups=("lab",), active="tiny-chat@1.0.0"),
+        "dev-2": scripted("dev-2", groups=("lab",), active="tiny-chat@1.0.0"),
+    }
+    sent = build_desired(revision=5, bundle=new, key=signing_key, deployment_id="ro-old-w1-dev-1")
+    with BrokerSession("mqtt://127.0.0.1:1883", fleet_id) as session:
+        session.publish(f"slmops/v1/{fleet_id}/dev-1/desired", desired_payload(sent), retain=True)
+
+    db = tmp_path / "fleet.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    con.executescript(FIRST_SCHEMA)
+    con.execute("INSERT INTO revisions VALUES (?, 5)", (fleet_id,))
+    con.execute(
+        "INSERT INTO deployments VALUES (?, ?, 'device', 'dev-1', 'tiny-chat@2.0.0', 5, 'ro-old', ?, "
+        "'2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00')",
+        (sent.deployment_id, fleet_id, json.dumps(desired_document(sent))),
+    )
+    params = RolloutParams(wave_timeout_s=20).model_dump_json(exclude={"waves"})  # as the old code wrote them
+    con.execute(
+        "INSERT INTO rollouts VALUES ('ro-old', ?, 'lab', ?, ?, 'running', '2026-01-01T00:00:00+00:00', "
+        "'2026-01-01T00:00:01+00:00', '')",
+        (fleet_id, new.model_dump_json(), params),
+    )
+    con.executemany(
+        "INSERT INTO waves (rollout_id, idx, status) VALUES ('ro-old', ?, ?)",
+        [(0, "succeeded"), (1, "deploying")],
+    )
+    con.executemany(
+        "INSERT INTO rollout_devices (rollout_id, device, wave, previous, deployment_id, status) "
+        "VALUES ('ro-old', ?, ?, ?, ?, ?)",
+        [
+            ("dev-0", 0, old.model_dump_json(), "ro-old-w0-dev-0", "succeeded"),
+            ("dev-1", 1, old.model_dump_json(), sent.deployment_id, "published"),
+            ("dev-2", 1, None, None, "pending"),
+        ],
+    )
+    con.close()
+    argv = cli(
+        "slmops", "rollout", "tiny-chat@2.0.0", "--group", "lab", "--registry", str(registry),
+        "--fleet", fleet_id, "--key", str(key_file), "--db", str(db), "--json",
+    )  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["id"], report["status"], report["step"]) == ("ro-old", "succeeded", "SUCCEEDED")
+    assert [[(d["device"], d["status"]) for d in w["devices"]] for w in report["waves"]] == [
+        [("dev-0", "succeeded")],
+        [("dev-1", "succeeded"), ("dev-2", "succeeded")],
+    ]
+    assert [s.deployment_id for s in devs["dev-1"].received] == [sent.deployment_id]  # not sent again
+    assert [s.deployment_id for s in devs["dev-2"].received] == ["ro-old-w1-dev-2"]
+    assert devs["dev-0"].received == []
+    assert devs["dev-2"].received[0].revision > sent.revision

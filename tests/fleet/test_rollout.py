@@ -165,7 +165,7 @@ def test_an_operator_killed_during_wave_2_resumes_without_redeploying_finished_d
     # --waves 1,10,50,100 over 10 devices plans waves 0-3: [dev-0], [dev-1], [dev-2..dev-4], [dev-5..dev-9];
     # in wave 2 dev-3 and dev-4 take a few seconds, dev-2 a fraction of one.
     devs = [
-        scripted(f"dev-{i}", groups=("lab",), active="tiny-chat@1.0.0", delay_s=0.8 if i in (3, 4) else 0.05)
+        scripted(f"dev-{i}", groups=("lab",), active="tiny-chat@1.0.0", delay_s=1.2 if i in (3, 4) else 0.05)
         for i in range(10)
     ]
     argv = rollout_argv(fleet_id, registry, key_file, history_db, "--waves", "1,10,50,100")

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from build_side.cli.fleet_render import bench_table, event_line, rollout_table, status_table
 from build_side.cli.output import console, err_console, print_json, table
@@ -20,6 +21,7 @@ from build_side.fleet.deploy import DeployRequest, deploy
 from build_side.fleet.errors import FleetError
 from build_side.fleet.history import History
 from build_side.fleet.rollout import RolloutRunner, load_report
+from build_side.fleet.rollout_plan import check_percents
 from build_side.fleet.rollout_store import RolloutParams, RolloutStore
 from build_side.fleet.status import bench_summary, collect_snapshot
 from build_side.fleet.watch import FleetWatch
@@ -43,7 +45,14 @@ FLEET = typer.Option(None, "--fleet", help="Fleet id (default $SLMOPS_FLEET or `
 REGISTRY = typer.Option(
     None, "--registry", help="Registry directory or URL (default $SLMOPS_REGISTRY or $SLMOPS_HOME/registry)."
 )
-DB = typer.Option(None, "--db", help="History database (default $SLMOPS_HOME/fleet.db).")
+DB = typer.Option(
+    None,
+    "--db",
+    help=(
+        "History database: a SQLite file, or postgresql://user:password@host:port/database to share "
+        "one history between operator machines (default $SLMOPS_DB or $SLMOPS_HOME/fleet.db)."
+    ),
+)
 KEY = typer.Option(None, "--key", help="Private key that signs the desired state (default: the only one).")
 JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 VARIANT_POLICY = typer.Option(
@@ -128,7 +137,7 @@ def deploy_cmd(
     expires_in: float | None = EXPIRES,
     wait: bool = typer.Option(False, "--wait", help="Follow the devices' events until each one finishes."),
     wait_timeout: float = typer.Option(600.0, "--wait-timeout", help="Seconds --wait waits at most."),
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
     """Point devices, groups or HTTP channels at a bundle: a signed desired state with the next revision.
@@ -150,7 +159,7 @@ def deploy_cmd(
     )
     signing_key = _key(key)
     with ExitStack() as stack:
-        history = stack.enter_context(History(db or settings.history_path()))
+        history = stack.enter_context(History(db or settings.history_location()))
         watch = None
         if device or group:
             session = stack.enter_context(BrokerSession(broker or settings.broker_url(), fleet))
@@ -214,11 +223,16 @@ def deploy_cmd(
 def rollout_cmd(
     bundle: str = typer.Argument(..., help="NAME@VERSION of a bundle the registry holds."),
     group: str = typer.Option(..., "--group", "-g", help="The device group to roll out over."),
-    canary: float = typer.Option(
-        0.1, "--canary", help="First wave: a share of the group (<1) or a count (>=1)."
+    waves: str | None = typer.Option(
+        None,
+        "--waves",
+        help="Waves as cumulative percentages of the group, e.g. 1,10,50,100 (instead of --canary/--growth).",
     ),
-    growth: float = typer.Option(
-        2.0, "--growth", help="Each later wave is this many times the previous one."
+    canary: float | None = typer.Option(
+        None, "--canary", help="First wave: a share of the group (<1) or a count (>=1). Default 0.1."
+    ),
+    growth: float | None = typer.Option(
+        None, "--growth", help="Each later wave is this many times the previous one. Default 2."
     ),
     wave_timeout: float = typer.Option(600.0, "--wave-timeout", help="Seconds a wave waits for its devices."),
     max_failed: float = typer.Option(
@@ -239,30 +253,36 @@ def rollout_cmd(
     health_timeout: float = HEALTH_TIMEOUT,
     max_attempts: int = MAX_ATTEMPTS,
     no_rollback: bool = NO_ROLLBACK,
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
-    """Deploy a bundle over a group in waves: a canary first, then growing batches.
+    """Deploy a bundle over a group in waves: a canary then growing batches, or --waves percentages.
 
     Each wave waits for SUCCEEDED from its devices. When failed devices pass the --max-failed share,
     the rollout stops, puts that wave's devices back on the version each ran before, and reports;
-    devices of later waves are never touched. Stopped (Ctrl-C, crash)? Run the same command again:
-    it resumes from the state kept in the history database.
+    devices of later waves are never touched. Stopped (Ctrl-C, crash, kill -9)? Run the same command
+    again: it resumes in the step it was in, from the state kept in the history database.
     """
     fleet = fleet or settings.fleet_id()
-    params = RolloutParams(
-        canary=canary,
-        growth=growth,
-        wave_timeout_s=wave_timeout,
-        max_failed=max_failed,
-        include_offline=include_offline,
-        variant_policy=parse_variant_policy(variant_policy),
-        policy=_policy(health_timeout, max_attempts, no_rollback, bench),
-    )
+    try:
+        params = RolloutParams(
+            canary=0.1 if canary is None else canary,
+            growth=2.0 if growth is None else growth,
+            waves=parse_waves(waves, canary, growth),
+            wave_timeout_s=wave_timeout,
+            max_failed=max_failed,
+            include_offline=include_offline,
+            variant_policy=parse_variant_policy(variant_policy),
+            policy=_policy(health_timeout, max_attempts, no_rollback, bench),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FleetError(f"rollout: {where}: {first['msg']}") from None
     signing_key = _key(key)
     say = (lambda _m: None) if json_out else console.print
     with (
-        History(db or settings.history_path()) as history,
+        History(db or settings.history_location()) as history,
         BrokerSession(broker or settings.broker_url(), fleet) as session,
     ):
         watch = FleetWatch(session, history, on_event=None if json_out else lambda e: say(event_line(e)))
@@ -272,14 +292,16 @@ def rollout_cmd(
             registry=registry or settings.registry_location(),
             key=signing_key,
             progress=say,
+            on_step=None
+            if json_out
+            else lambda step, wave: say(f"[dim]rollout step {step} (wave {wave})[/]"),
         )
         if new:
             from build_side.fleet.catalog import resolve_bundle
 
-            store = RolloutStore(history)
-            old = store.unfinished(fleet, group, resolve_bundle(runner.registry, bundle))
+            old = RolloutStore(history).unfinished(fleet, group, resolve_bundle(runner.registry, bundle))
             if old:
-                store.set_status(old.id, "abandoned", "abandoned by --new")
+                runner.abandon(old, "abandoned by --new")
                 say(f"abandoned unfinished rollout {old.id}")
         report = runner.run(runner.start(group, bundle, params))
     if json_out:
@@ -289,6 +311,19 @@ def rollout_cmd(
         console.print(report.rollout.note)
     if not report.ok:
         raise typer.Exit(2)
+
+
+def parse_waves(text: str | None, canary: float | None, growth: float | None) -> list[float] | None:
+    """`1,10,50,100` -> [1.0, 10.0, 50.0, 100.0]; refuses mixing with --canary/--growth."""
+    if text is None:
+        return None
+    if canary is not None or growth is not None:
+        raise FleetError("--waves replaces --canary and --growth: give one or the other")
+    try:
+        percents = [float(p.strip().rstrip("%")) for p in text.split(",") if p.strip()]
+        return check_percents(percents)
+    except ValueError as exc:
+        raise FleetError(f"--waves {text!r}: {exc}") from None
 
 
 # fleet status | events | bench | rollouts | deployments -------------------------------------------
@@ -331,7 +366,7 @@ def status_cmd(
     broker: str | None = BROKER,
     fleet: str | None = FLEET,
     group: str | None = typer.Option(None, "--group", "-g", help="Only devices of this group."),
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
     """Every device of the fleet: online, groups, active bundle, variant, provider, last event and bench.
@@ -341,7 +376,7 @@ def status_cmd(
     """
     fleet = fleet or settings.fleet_id()
     with (
-        History(db or settings.history_path()) as history,
+        History(db or settings.history_location()) as history,
         BrokerSession(broker or settings.broker_url(), fleet) as session,
     ):
         snap = collect_snapshot(session, history)
@@ -363,7 +398,7 @@ def events_cmd(
     limit: int = typer.Option(50, "--limit", help="How many recorded events to show first."),
     broker: str | None = BROKER,
     fleet: str | None = FLEET,
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = typer.Option(False, "--json", help="One JSON event per line."),
 ) -> None:
     """Deployment events: those recorded so far, then (--follow) live ones, deduplicated and recorded."""
@@ -375,7 +410,7 @@ def events_cmd(
         else:
             console.print(event_line(event))
 
-    with History(db or settings.history_path()) as history:
+    with History(db or settings.history_location()) as history:
         recorded = [e for e in history.events(fleet, limit=limit * 10) if not device or e.device in device][
             -limit:
         ]
@@ -400,12 +435,12 @@ def bench_cmd(
     latest: bool = typer.Option(True, "--latest/--all", help="Only each device's latest record per variant."),
     broker: str | None = BROKER,
     fleet: str | None = FLEET,
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
     """The devices' bench records side by side (medians of TTFT, prefill, decode, TPOT, peak RSS)."""
     fleet = fleet or settings.fleet_id()
-    with History(db or settings.history_path()) as history:
+    with History(db or settings.history_location()) as history:
         if listen > 0:
             with BrokerSession(broker or settings.broker_url(), fleet) as session:
                 FleetWatch(session, history).follow(None, listen)
@@ -428,12 +463,12 @@ def bench_cmd(
 def rollouts_cmd(
     rollout_id: str | None = typer.Argument(None, help="Show this rollout wave by wave."),
     fleet: str | None = FLEET,
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
     """Rollouts recorded in the history, or one of them in detail."""
     fleet = fleet or settings.fleet_id()
-    with History(db or settings.history_path()) as history:
+    with History(db or settings.history_location()) as history:
         store = RolloutStore(history)
         if rollout_id:
             report = load_report(store, rollout_id)
@@ -451,6 +486,8 @@ def rollouts_cmd(
                     "group": r.group,
                     "bundle": r.bundle.ref,
                     "status": r.status,
+                    "step": str(r.step),
+                    "wave": r.wave,
                     "created": r.created,
                     "note": r.note,
                 }
@@ -461,8 +498,11 @@ def rollouts_cmd(
         console.print(
             table(
                 f"rollouts of fleet {fleet}",
-                ["id", "group", "bundle", "status", "created", "note"],
-                [[r.id, r.group, r.bundle.ref, r.status, r.created, r.note] for r in rows],
+                ["id", "group", "bundle", "status", "step", "created", "note"],
+                [
+                    [r.id, r.group, r.bundle.ref, r.status, f"{r.step} (wave {r.wave})", r.created, r.note]
+                    for r in rows
+                ],
             )
         )
 
@@ -471,12 +511,12 @@ def rollouts_cmd(
 def deployments_cmd(
     fleet: str | None = FLEET,
     limit: int = typer.Option(30, "--limit", help="How many, newest first."),
-    db: Path | None = DB,
+    db: str | None = DB,
     json_out: bool = JSON,
 ) -> None:
     """The desired states this operator issued, newest first."""
     fleet = fleet or settings.fleet_id()
-    with History(db or settings.history_path()) as history:
+    with History(db or settings.history_location()) as history:
         rows = history.deployments(fleet, limit)
     if json_out:
         print_json([{k: v for k, v in r.__dict__.items()} for r in rows])

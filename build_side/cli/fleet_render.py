@@ -152,7 +152,7 @@ def bench_table(rows: list[tuple[str, BenchRecord]]) -> Table:
 
 def rollout_table(report: RolloutReport) -> Table:
     ro = report.rollout
-    t = Table(title=f"rollout {ro.id}: {ro.bundle.ref} over group {ro.group} - {ro.status}")
+    t = Table(title=f"rollout {ro.id}: {ro.bundle.ref} over group {ro.group} - {ro.status} ({ro.step})")
     for col in ("wave", "device", "result", "was on", "rollback"):
         t.add_column(col, overflow="fold")
     for idx, status, devices in report.waves:

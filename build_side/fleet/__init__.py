@@ -2,7 +2,8 @@
 
 Devices are reached over MQTT (retained desired states, DESIGN.md section 5) or through
 `channels/<channel>.json` in the registry for devices that poll over HTTP. The operator's memory
-(revisions, deployments, rollouts, the events and bench records seen) is one SQLite file.
+(revisions, deployments, rollouts, the events and bench records seen) is one SQLite file by default,
+or a PostgreSQL database several operator machines share (`--db`, SLMOPS_DB).
 """
 
 from build_side.fleet.broker import BrokerAddress, BrokerSession
@@ -14,10 +15,13 @@ from build_side.fleet.errors import (
     BrokerError,
     BundleNotFoundError,
     FleetError,
+    HistoryError,
     RolloutError,
 )
 from build_side.fleet.history import History
-from build_side.fleet.rollout import RolloutReport, RolloutRunner, plan_waves
+from build_side.fleet.rollout import RolloutReport, RolloutRunner
+from build_side.fleet.rollout_machine import Step as RolloutStep
+from build_side.fleet.rollout_plan import plan_percent_waves, plan_waves
 from build_side.fleet.rollout_store import RolloutParams, RolloutStore
 from build_side.fleet.status import DeviceView, FleetSnapshot, bench_line, collect_snapshot
 from build_side.fleet.watch import FleetWatch, Outcome
@@ -33,12 +37,14 @@ __all__ = [
     "FleetSnapshot",
     "FleetWatch",
     "History",
+    "HistoryError",
     "Outcome",
     "Published",
     "RolloutError",
     "RolloutParams",
     "RolloutReport",
     "RolloutRunner",
+    "RolloutStep",
     "RolloutStore",
     "bench_line",
     "build_desired",
@@ -46,6 +52,7 @@ __all__ = [
     "deploy",
     "desired_payload",
     "parse_ref",
+    "plan_percent_waves",
     "plan_waves",
     "publish_desired",
     "read_channel",

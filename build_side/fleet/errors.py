@@ -4,6 +4,7 @@ SlmopsError
 └── FleetError            (registry problems raise edge_agent.errors.RegistryError)
     ├── BrokerError           the MQTT broker cannot be reached, refuses us, or does not acknowledge
     ├── BundleNotFoundError   the registry does not hold the bundle asked for
+    ├── HistoryError          the history database cannot be opened, reached or upgraded
     └── RolloutError          a rollout cannot start or go on (no devices, bad plan, unknown id)
 """
 
@@ -24,8 +25,12 @@ class BundleNotFoundError(FleetError):
     pass
 
 
+class HistoryError(FleetError):
+    pass
+
+
 class RolloutError(FleetError):
     pass
 
 
-__all__ = ["BrokerError", "BundleNotFoundError", "FleetError", "RolloutError"]
+__all__ = ["BrokerError", "BundleNotFoundError", "FleetError", "HistoryError", "RolloutError"]

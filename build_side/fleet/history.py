@@ -1,15 +1,18 @@
-"""The operator's memory in SQLite (stdlib, one file): revisions, deployments, rollouts, events, bench.
+"""The operator's memory: revisions, deployments, rollouts, and the events and bench records it saw.
 
-Why a database: revisions must only grow, a rollout must survive the operator's process being stopped,
-and events and bench records are not retained by the broker, so whatever was seen is kept here.
-One connection per `History`, guarded by a lock, because the MQTT thread records events too.
+Why a database: revisions must only grow, a rollout must survive the operator's process being
+stopped, and events and bench records are not retained by the broker, so whatever was seen is kept
+here. SQLite (one file) is the embedded default; PostgreSQL holds one history for several operator
+machines (db/engine.py). Opening a `History` upgrades its schema in place (db/migrate.py).
+
+Every write is one short transaction, safe with other operator processes writing at the same time:
+revisions are handed out by one atomic upsert, events and bench records are inserted unless already
+there (two operators watching one fleet record each event once).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,78 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contracts import BenchRecord, Event
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS revisions (
-    fleet TEXT PRIMARY KEY,
-    last INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    deployment_id TEXT PRIMARY KEY,
-    fleet TEXT NOT NULL,
-    target_kind TEXT NOT NULL,          -- device, group or channel
-    target TEXT NOT NULL,
-    bundle TEXT NOT NULL,               -- name@version
-    revision INTEGER NOT NULL,
-    rollout_id TEXT,
-    document TEXT NOT NULL,             -- the signed desired state as published
-    created TEXT NOT NULL,
-    published TEXT                      -- set once the broker acknowledged (or the file was written)
-);
-CREATE TABLE IF NOT EXISTS events (
-    fleet TEXT NOT NULL,
-    device TEXT NOT NULL,
-    deployment_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    time TEXT NOT NULL,
-    document TEXT NOT NULL,
-    PRIMARY KEY (fleet, device, deployment_id, seq)
-);
-CREATE TABLE IF NOT EXISTS bench (
-    fleet TEXT NOT NULL,
-    device TEXT NOT NULL,
-    time TEXT NOT NULL,
-    model TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    document TEXT NOT NULL,
-    PRIMARY KEY (fleet, device, time, model, variant, provider, scenario)
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY,
-    fleet TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    bundle TEXT NOT NULL,               -- BundleRef JSON of the target
-    params TEXT NOT NULL,               -- RolloutParams JSON
-    status TEXT NOT NULL,               -- running, succeeded, stopped, rolled-back
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS rollout_devices (
-    rollout_id TEXT NOT NULL,
-    device TEXT NOT NULL,
-    wave INTEGER NOT NULL,
-    previous TEXT,                      -- BundleRef JSON the device ran before, if any
-    deployment_id TEXT,
-    status TEXT NOT NULL,               -- pending, published, succeeded, failed, skipped
-    detail TEXT NOT NULL DEFAULT '',
-    rollback_deployment_id TEXT,
-    rollback_status TEXT,               -- published, succeeded, failed, none
-    PRIMARY KEY (rollout_id, device)
-);
-CREATE TABLE IF NOT EXISTS waves (
-    rollout_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    status TEXT NOT NULL,               -- pending, deploying, succeeded, failed, rolled-back
-    started TEXT,
-    finished TEXT,
-    PRIMARY KEY (rollout_id, idx)
-);
-"""
+from build_side.fleet.db import create_engine_for, database_url, describe, upgrade
+from build_side.fleet.db.engine import WRITE
+from build_side.fleet.db.tables import bench, deployments, events, revisions
+from build_side.fleet.errors import HistoryError
+from edge_agent.contracts import BenchRecord, Event
 
 
 def now_iso() -> str:
@@ -110,18 +50,27 @@ class DeploymentRow:
 
 
 class History:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+    """One history database, by file path or URL (`--db`, SLMOPS_DB)."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.url = database_url(location)
+        self.where = describe(self.url)
+        self.engine = create_engine_for(self.url)
+        try:
+            self.schema_before, self.schema = upgrade(self.engine)
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise HistoryError(f"cannot open history database {self.where}: {_reason(exc)}") from None
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.engine.dispose()
 
     def __enter__(self) -> History:
         return self
@@ -130,20 +79,21 @@ class History:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic step; BEGIN IMMEDIATE so two operator processes never hand out one revision twice."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def write(self) -> Iterator[sa.Connection]:
+        """One atomic step that writes (on SQLite it holds the write lock from its start)."""
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+            yield conn
 
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def insert_new(self, conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+        """Insert `row` unless one with the same unique key exists; True when it was new."""
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        stmt = insert.values(row).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return conn.execute(stmt).first() is not None  # a row comes back only when one was inserted
 
     # revisions ---------------------------------------------------------------------------------------
 
@@ -153,15 +103,25 @@ class History:
         One counter per fleet (not per device) keeps a device's own and its group's desired states
         comparable: whichever was issued later has the higher revision.
         """
-        with self.transaction() as db:
-            row = db.execute("SELECT last FROM revisions WHERE fleet = ?", (fleet,)).fetchone()
-            nxt = max(row["last"] if row else 0, at_least_above) + 1
-            db.execute(
-                "INSERT INTO revisions (fleet, last) VALUES (?, ?) "
-                "ON CONFLICT(fleet) DO UPDATE SET last = excluded.last",
-                (fleet, nxt),
-            )
-            return nxt
+        return self.next_revisions(fleet, 1, at_least_above)[0]
+
+    def next_revisions(self, fleet: str, count: int, at_least_above: int = 0) -> list[int]:
+        """`count` consecutive revisions above every one handed out and above `at_least_above`.
+
+        One statement (an upsert that returns the new counter), so two operator processes never
+        hand out the same revision, on either engine.
+        """
+        pg = self.dialect == "postgresql"
+        insert = (postgresql.insert if pg else sqlite.insert)(revisions)
+        raised = (sa.func.greatest if pg else sa.func.max)(revisions.c.last + count, at_least_above + count)
+        stmt = (
+            insert.values(fleet=fleet, last=at_least_above + count)
+            .on_conflict_do_update(index_elements=[revisions.c.fleet], set_={"last": raised})
+            .returning(revisions.c.last)
+        )
+        with self.write() as conn:
+            last = int(conn.execute(stmt).scalar_one())
+        return list(range(last - count + 1, last + 1))
 
     # deployments -------------------------------------------------------------------------------------
 
@@ -174,123 +134,169 @@ class History:
         document: dict[str, Any],
         rollout_id: str | None = None,
     ) -> None:
-        bundle = document["bundle"]
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO deployments (deployment_id, fleet, target_kind, target, bundle, revision, "
-                "rollout_id, document, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    document["deployment_id"],
-                    fleet,
-                    target_kind,
-                    target,
-                    f"{bundle['name']}@{bundle['version']}",
-                    document["revision"],
-                    rollout_id,
-                    json.dumps(document),
-                    now_iso(),
-                ),
+        with self.write() as conn:
+            conn.execute(
+                deployments.insert().values(
+                    deployment_values(fleet, target_kind, target, document, rollout_id)
+                )
             )
 
-    def mark_published(self, deployment_id: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE deployments SET published = ? WHERE deployment_id = ?", (now_iso(), deployment_id)
+    def mark_published(self, *deployment_ids: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                deployments.update()
+                .where(deployments.c.deployment_id.in_(deployment_ids))
+                .values(published=now_iso())
             )
 
     def deployment(self, deployment_id: str) -> DeploymentRow | None:
-        rows = self.query("SELECT * FROM deployments WHERE deployment_id = ?", (deployment_id,))
-        return _deployment_row(rows[0]) if rows else None
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(deployments).where(deployments.c.deployment_id == deployment_id)
+            ).first()
+        return _deployment_row(row) if row else None
 
     def deployments(self, fleet: str, limit: int = 50) -> list[DeploymentRow]:
-        rows = self.query(
-            "SELECT * FROM deployments WHERE fleet = ? ORDER BY revision DESC LIMIT ?", (fleet, limit)
-        )
+        with self.read() as conn:
+            rows = conn.execute(
+                sa.select(deployments)
+                .where(deployments.c.fleet == fleet)
+                .order_by(deployments.c.revision.desc())
+                .limit(limit)
+            ).all()
         return [_deployment_row(r) for r in rows]
 
     # events and bench records ------------------------------------------------------------------------
 
     def add_event(self, fleet: str, event: Event) -> bool:
         """Record an event; False when (device, deployment_id, seq) was seen before (a duplicate)."""
-        with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events (fleet, device, deployment_id, seq, state, time, document) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    fleet,
-                    event.device,
-                    event.deployment_id,
-                    event.seq,
-                    str(event.state),
-                    event.time.isoformat(),
-                    event.model_dump_json(by_alias=True),
-                ),
-            )
-            return cur.rowcount == 1
+        return self.add_events(fleet, [event])[0]
+
+    def add_events(self, fleet: str, batch: list[Event]) -> list[bool]:
+        """Record several events in one statement; for each, whether it was new.
+
+        Events are observations (a device's retained reported state sums them up), so on PostgreSQL
+        this commit does not wait for the disk flush (synchronous_commit off), like SQLite's
+        synchronous=NORMAL: a server crash may lose the last moment of events, never a deployment
+        or a rollout step, which keep waiting for the flush.
+        """
+        if not batch:
+            return []
+        pg = self.dialect == "postgresql"
+        insert = (postgresql.insert if pg else sqlite.insert)(events)
+        key = (events.c.device, events.c.deployment_id, events.c.seq)
+        rows = [_event_row(fleet, e) for e in batch]
+        added: set[tuple] = set()
+        with self.write() as conn:
+            if pg:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            for i in range(0, len(rows), 500):  # within both engines' limits on bound parameters
+                stmt = insert.values(rows[i : i + 500]).on_conflict_do_nothing().returning(*key)
+                added.update(tuple(row) for row in conn.execute(stmt))
+        new = []
+        for e in batch:  # a key twice in one batch is new once
+            k = (e.device, e.deployment_id, e.seq)
+            new.append(k in added)
+            added.discard(k)
+        return new
 
     def events(
         self, fleet: str, device: str | None = None, deployment_id: str | None = None, limit: int = 200
     ) -> list[Event]:
-        sql, args = "SELECT document FROM events WHERE fleet = ?", [fleet]
+        query = sa.select(events.c.document).where(events.c.fleet == fleet)
         if device:
-            sql, args = sql + " AND device = ?", [*args, device]
+            query = query.where(events.c.device == device)
         if deployment_id:
-            sql, args = sql + " AND deployment_id = ?", [*args, deployment_id]
-        rows = self.query(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
-        return [Event.model_validate_json(r["document"]) for r in reversed(rows)]
+            query = query.where(events.c.deployment_id == deployment_id)
+        with self.read() as conn:
+            docs = conn.scalars(query.order_by(events.c.id.desc()).limit(limit)).all()
+        return [Event.model_validate_json(d) for d in reversed(docs)]
 
     def last_events(self, fleet: str) -> dict[str, Event]:
         """The latest event seen from each device."""
-        rows = self.query(
-            "SELECT device, document FROM events WHERE rowid IN "
-            "(SELECT MAX(rowid) FROM events WHERE fleet = ? GROUP BY device)",
-            (fleet,),
-        )
-        return {r["device"]: Event.model_validate_json(r["document"]) for r in rows}
+        return {d: Event.model_validate_json(doc) for d, doc in self._latest(events, fleet)}
 
     def add_bench(self, fleet: str, device: str, record: BenchRecord) -> bool:
-        with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO bench (fleet, device, time, model, variant, provider, scenario, "
-                "document) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    fleet,
-                    device,
-                    record.time.isoformat(),
-                    record.model,
-                    record.variant,
-                    record.provider,
-                    record.scenario,
-                    record.model_dump_json(by_alias=True),
-                ),
-            )
-            return cur.rowcount == 1
+        row = {
+            "fleet": fleet,
+            "device": device,
+            "time": record.time.isoformat(),
+            "model": record.model,
+            "variant": record.variant,
+            "provider": record.provider,
+            "scenario": record.scenario,
+            "document": record.model_dump_json(by_alias=True),
+        }
+        with self.write() as conn:
+            return self.insert_new(conn, bench, row)
 
     def bench_records(self, fleet: str, device: str | None = None) -> list[tuple[str, BenchRecord]]:
-        sql, args = "SELECT device, document FROM bench WHERE fleet = ?", [fleet]
+        query = sa.select(bench.c.device, bench.c.document).where(bench.c.fleet == fleet)
         if device:
-            sql, args = sql + " AND device = ?", [*args, device]
-        rows = self.query(sql + " ORDER BY time, rowid", tuple(args))
-        return [(r["device"], BenchRecord.model_validate_json(r["document"])) for r in rows]
+            query = query.where(bench.c.device == device)
+        with self.read() as conn:
+            rows = conn.execute(query.order_by(bench.c.time, bench.c.id)).all()
+        return [(d, BenchRecord.model_validate_json(doc)) for d, doc in rows]
 
     def last_bench(self, fleet: str) -> dict[str, BenchRecord]:
         """The latest bench record seen from each device."""
-        return {device: rec for device, rec in self.bench_records(fleet)}
+        return {d: BenchRecord.model_validate_json(doc) for d, doc in self._latest(bench, fleet)}
+
+    def _latest(self, table: sa.Table, fleet: str) -> list[tuple[str, str]]:
+        """(device, document) of each device's newest row: one indexed lookup per device."""
+        newest = sa.select(sa.func.max(table.c.id)).where(table.c.fleet == fleet).group_by(table.c.device)
+        with self.read() as conn:
+            rows = conn.execute(sa.select(table.c.device, table.c.document).where(table.c.id.in_(newest)))
+            return [(d, doc) for d, doc in rows]
 
 
-def _deployment_row(r: sqlite3.Row) -> DeploymentRow:
+def deployment_values(
+    fleet: str, target_kind: str, target: str, document: dict[str, Any], rollout_id: str | None
+) -> dict[str, Any]:
+    """A `deployments` row for a signed desired state about to be published."""
+    bundle_ref = document["bundle"]
+    return {
+        "deployment_id": document["deployment_id"],
+        "fleet": fleet,
+        "target_kind": target_kind,
+        "target": target,
+        "bundle": f"{bundle_ref['name']}@{bundle_ref['version']}",
+        "revision": document["revision"],
+        "rollout_id": rollout_id,
+        "document": json.dumps(document),
+        "created": now_iso(),
+    }
+
+
+def _event_row(fleet: str, event: Event) -> dict[str, Any]:
+    return {
+        "fleet": fleet,
+        "device": event.device,
+        "deployment_id": event.deployment_id,
+        "seq": event.seq,
+        "state": str(event.state),
+        "time": event.time.isoformat(),
+        "document": event.model_dump_json(by_alias=True),
+    }
+
+
+def _deployment_row(r: sa.Row) -> DeploymentRow:
     return DeploymentRow(
-        deployment_id=r["deployment_id"],
-        fleet=r["fleet"],
-        target_kind=r["target_kind"],
-        target=r["target"],
-        bundle=r["bundle"],
-        revision=r["revision"],
-        rollout_id=r["rollout_id"],
-        document=json.loads(r["document"]),
-        created=r["created"],
-        published=r["published"],
+        deployment_id=r.deployment_id,
+        fleet=r.fleet,
+        target_kind=r.target_kind,
+        target=r.target,
+        bundle=r.bundle,
+        revision=r.revision,
+        rollout_id=r.rollout_id,
+        document=json.loads(r.document),
+        created=r.created,
+        published=r.published,
     )
 
 
-__all__ = ["DeploymentRow", "History", "now_iso"]
+def _reason(exc: OperationalError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
+__all__ = ["DeploymentRow", "History", "deployment_values", "now_iso"]

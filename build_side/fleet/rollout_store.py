@@ -1,7 +1,9 @@
-"""Rollout state in the history database: the plan, each wave, each device's step (for resuming).
+"""Rollout state in the history database: the plan, the step it is in, each wave, each device.
 
-Every step is written before it is taken ("publishing") and after it is confirmed ("published"), so
-a rollout resumed after its process was stopped knows exactly which messages may or may not have left.
+The step and its wave are written before the step runs (rollout_machine.py); each device's step is
+written before it is taken ("publishing") and after it is confirmed ("published"), and its outcome
+as soon as it is known, so a rollout resumed after its process was killed knows exactly which
+messages may or may not have left and which devices are done.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from build_side.fleet.db import tables
+from build_side.fleet.desired import desired_document
 from build_side.fleet.errors import RolloutError
-from build_side.fleet.history import History, now_iso
-from edge_agent.contracts import BundleRef, DeploymentPolicy, VariantPolicy
+from build_side.fleet.history import History, deployment_values, now_iso
+from build_side.fleet.rollout_machine import STATUS, TERMINAL, Step
+from build_side.fleet.rollout_plan import check_percents
+from edge_agent.contracts import BundleRef, DeploymentPolicy, DesiredState, VariantPolicy
 
-FINISHED = ("succeeded", "rolled-back", "stopped", "abandoned")
+FINISHED = tuple(STATUS[s] for s in TERMINAL)
 
 
 class RolloutParams(BaseModel):
@@ -24,6 +31,10 @@ class RolloutParams(BaseModel):
 
     canary: float = Field(0.1, gt=0, description="first wave: a share of the group (<1) or a count (>=1)")
     growth: float = Field(2.0, ge=1, description="each later wave is this many times the one before")
+    waves: list[float] | None = Field(
+        None, description="cumulative percentages of the group per wave, e.g. [1, 10, 50, 100]; "
+        "replaces canary and growth"
+    )  # fmt: skip
     wave_timeout_s: float = Field(600.0, gt=0, description="how long a wave waits for its devices")
     max_failed: float = Field(
         0.0, ge=0, le=1, description="stop once failed / attempted devices is above this share"
@@ -31,6 +42,11 @@ class RolloutParams(BaseModel):
     include_offline: bool = False
     variant_policy: VariantPolicy = Field(default_factory=VariantPolicy)
     policy: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+
+    @field_validator("waves")
+    @classmethod
+    def _percents(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else check_percents(v)
 
 
 @dataclass
@@ -44,6 +60,8 @@ class RolloutRow:
     created: str
     updated: str
     note: str
+    step: Step
+    wave: int
 
 
 @dataclass
@@ -66,6 +84,20 @@ class DeviceRow:
     rollback_status: str | None
 
 
+@dataclass(frozen=True)
+class Send:
+    """A signed desired state for one device of a rollout, and what the device ran before it."""
+
+    device: str
+    state: DesiredState
+    previous: BundleRef | None = None
+
+
+DEVICE_FIELDS = frozenset(
+    {"previous", "deployment_id", "status", "detail", "rollback_deployment_id", "rollback_status"}
+)
+
+
 class RolloutStore:
     def __init__(self, history: History) -> None:
         self.history = history
@@ -82,123 +114,203 @@ class RolloutStore:
     ) -> str:
         rollout_id = f"ro-{uuid.uuid4().hex[:8]}"
         now = now_iso()
-        with self.history.transaction() as db:
-            db.execute(
-                "INSERT INTO rollouts (id, fleet, grp, bundle, params, status, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                (rollout_id, fleet, group, bundle.model_dump_json(), params.model_dump_json(), now, now),
+        members = [
+            {"rollout_id": rollout_id, "device": d, "wave": idx, "status": "pending", "detail": ""}
+            for idx, devices in enumerate(waves)
+            for d in devices
+        ] + [
+            {"rollout_id": rollout_id, "device": d, "wave": -1, "status": "skipped", "detail": why}
+            for d, why in skipped.items()
+        ]
+        with self.history.write() as conn:
+            conn.execute(
+                tables.rollouts.insert().values(
+                    id=rollout_id,
+                    fleet=fleet,
+                    grp=group,
+                    bundle=bundle.model_dump_json(),
+                    params=params.model_dump_json(),
+                    status=STATUS[Step.PLANNED],
+                    created=now,
+                    updated=now,
+                    note="",
+                    step=Step.PLANNED.value,
+                    wave=0,
+                )
             )
-            for idx, devices in enumerate(waves):
-                db.execute(
-                    "INSERT INTO waves (rollout_id, idx, status) VALUES (?, ?, 'pending')",
-                    (rollout_id, idx),
+            if waves:
+                conn.execute(
+                    tables.waves.insert(),
+                    [{"rollout_id": rollout_id, "idx": i, "status": "pending"} for i in range(len(waves))],
                 )
-                for device in devices:
-                    db.execute(
-                        "INSERT INTO rollout_devices (rollout_id, device, wave, status) "
-                        "VALUES (?, ?, ?, 'pending')",
-                        (rollout_id, device, idx),
-                    )
-            for device, why in skipped.items():
-                db.execute(
-                    "INSERT INTO rollout_devices (rollout_id, device, wave, status, detail) "
-                    "VALUES (?, ?, -1, 'skipped', ?)",
-                    (rollout_id, device, why),
-                )
+            if members:
+                conn.execute(tables.rollout_devices.insert(), members)
         return rollout_id
 
     def get(self, rollout_id: str) -> RolloutRow:
-        rows = self.history.query("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
-        if not rows:
-            raise RolloutError(f"no rollout {rollout_id!r} in {self.history.path}")
-        return _rollout(rows[0])
+        with self.history.read() as conn:
+            row = conn.execute(sa.select(tables.rollouts).where(tables.rollouts.c.id == rollout_id)).first()
+        if row is None:
+            raise RolloutError(f"no rollout {rollout_id!r} in {self.history.where}")
+        return _rollout(row)
 
     def list(self, fleet: str, limit: int = 20) -> list[RolloutRow]:
-        rows = self.history.query(
-            "SELECT * FROM rollouts WHERE fleet = ? ORDER BY created DESC, rowid DESC LIMIT ?", (fleet, limit)
-        )
+        with self.history.read() as conn:
+            rows = conn.execute(
+                sa.select(tables.rollouts)
+                .where(tables.rollouts.c.fleet == fleet)
+                .order_by(tables.rollouts.c.created.desc(), tables.rollouts.c.id.desc())
+                .limit(limit)
+            ).all()
         return [_rollout(r) for r in rows]
 
     def unfinished(self, fleet: str, group: str, bundle: BundleRef) -> RolloutRow | None:
-        for r in self.history.query(
-            "SELECT * FROM rollouts WHERE fleet = ? AND grp = ? ORDER BY rowid DESC", (fleet, group)
-        ):
-            row = _rollout(r)
-            if row.status not in FINISHED and row.bundle.ref == bundle.ref:
-                return row
-        return None
+        with self.history.read() as conn:
+            rows = conn.execute(
+                sa.select(tables.rollouts)
+                .where(
+                    tables.rollouts.c.fleet == fleet,
+                    tables.rollouts.c.grp == group,
+                    tables.rollouts.c.step.not_in([s.value for s in TERMINAL]),
+                )
+                .order_by(tables.rollouts.c.created.desc(), tables.rollouts.c.id.desc())
+            ).all()
+        return next((r for r in map(_rollout, rows) if r.bundle.ref == bundle.ref), None)
 
-    def set_status(self, rollout_id: str, status: str, note: str | None = None) -> None:
-        with self.history.transaction() as db:
-            db.execute(
-                "UPDATE rollouts SET status = ?, updated = ?, note = COALESCE(?, note) WHERE id = ?",
-                (status, now_iso(), note, rollout_id),
-            )
+    def enter(self, rollout_id: str, step: Step, wave: int, note: str | None = None) -> None:
+        """Write the step the rollout is about to run (and its listed status) before it runs."""
+        values: dict[str, object] = {
+            "step": step.value,
+            "wave": wave,
+            "status": STATUS[step],
+            "updated": now_iso(),
+        }
+        if note is not None:
+            values["note"] = note
+        with self.history.write() as conn:
+            conn.execute(tables.rollouts.update().where(tables.rollouts.c.id == rollout_id).values(**values))
 
     def waves(self, rollout_id: str) -> list[WaveRow]:
-        rows = self.history.query("SELECT * FROM waves WHERE rollout_id = ? ORDER BY idx", (rollout_id,))
-        return [WaveRow(r["idx"], r["status"], r["started"], r["finished"]) for r in rows]
+        with self.history.read() as conn:
+            rows = conn.execute(
+                sa.select(tables.waves)
+                .where(tables.waves.c.rollout_id == rollout_id)
+                .order_by(tables.waves.c.idx)
+            ).all()
+        return [WaveRow(r.idx, r.status, r.started, r.finished) for r in rows]
 
     def set_wave(self, rollout_id: str, idx: int, status: str) -> None:
-        column = "started" if status == "deploying" else "finished"
-        with self.history.transaction() as db:
-            db.execute(
-                f"UPDATE waves SET status = ?, {column} = COALESCE({column}, ?) "
-                "WHERE rollout_id = ? AND idx = ?",
-                (status, now_iso(), rollout_id, idx),
+        column = tables.waves.c.started if status == "deploying" else tables.waves.c.finished
+        with self.history.write() as conn:
+            conn.execute(
+                tables.waves.update()
+                .where(tables.waves.c.rollout_id == rollout_id, tables.waves.c.idx == idx)
+                .values({tables.waves.c.status: status, column: sa.func.coalesce(column, now_iso())})
             )
 
     def devices(self, rollout_id: str, wave: int | None = None) -> list[DeviceRow]:
-        sql, args = "SELECT * FROM rollout_devices WHERE rollout_id = ?", [rollout_id]
+        query = sa.select(tables.rollout_devices).where(tables.rollout_devices.c.rollout_id == rollout_id)
         if wave is not None:
-            sql, args = sql + " AND wave = ?", [*args, wave]
-        rows = self.history.query(sql + " ORDER BY wave, device", tuple(args))
+            query = query.where(tables.rollout_devices.c.wave == wave)
+        with self.history.read() as conn:
+            rows = conn.execute(
+                query.order_by(tables.rollout_devices.c.wave, tables.rollout_devices.c.device)
+            ).all()
         return [
             DeviceRow(
-                device=r["device"],
-                wave=r["wave"],
-                previous=BundleRef.model_validate_json(r["previous"]) if r["previous"] else None,
-                deployment_id=r["deployment_id"],
-                status=r["status"],
-                detail=r["detail"],
-                rollback_deployment_id=r["rollback_deployment_id"],
-                rollback_status=r["rollback_status"],
+                device=r.device,
+                wave=r.wave,
+                previous=BundleRef.model_validate_json(r.previous) if r.previous else None,
+                deployment_id=r.deployment_id,
+                status=r.status,
+                detail=r.detail,
+                rollback_deployment_id=r.rollback_deployment_id,
+                rollback_status=r.rollback_status,
             )
             for r in rows
         ]
 
+    def tally(self, rollout_id: str, upto_wave: int) -> tuple[int, int]:
+        """(failed, tried): devices of waves 0..upto_wave that failed, and all that finished."""
+        finished = tables.rollout_devices.c.status.in_(["succeeded", "failed"])
+        failed = sa.func.sum(sa.case((tables.rollout_devices.c.status == "failed", 1), else_=0))
+        with self.history.read() as conn:
+            row = conn.execute(
+                sa.select(sa.func.coalesce(failed, 0), sa.func.count()).where(
+                    tables.rollout_devices.c.rollout_id == rollout_id,
+                    tables.rollout_devices.c.wave.between(0, upto_wave),
+                    finished,
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def record_sending(self, rollout_id: str, fleet: str, sends: list[Send], rollback: bool = False) -> None:
+        """Before a batch of desired states leaves: each recorded in `deployments`, and its device
+        marked `publishing` with it (and, for a deployment, the bundle the device ran before), in
+        one transaction, so a restart finds either nothing sent or every one of them accounted for."""
+        id_col, status_col = (
+            ("rollback_deployment_id", "rollback_status") if rollback else ("deployment_id", "status")
+        )
+        devices = tables.rollout_devices
+        with self.history.write() as conn:
+            conn.execute(
+                tables.deployments.insert(),
+                [
+                    deployment_values(fleet, "device", s.device, desired_document(s.state), rollout_id)
+                    for s in sends
+                ],
+            )
+            for s in sends:
+                values: dict[str, object] = {id_col: s.state.deployment_id, status_col: "publishing"}
+                if not rollback:
+                    values["previous"] = s.previous.model_dump_json() if s.previous else None
+                conn.execute(
+                    devices.update()
+                    .where(devices.c.rollout_id == rollout_id, devices.c.device == s.device)
+                    .values(values)
+                )
+
+    def mark(self, rollout_id: str, devices: list[str], **fields: object) -> None:
+        """Set the same fields on several devices of a rollout in one statement."""
+        if not fields or set(fields) - DEVICE_FIELDS:
+            raise ValueError(f"cannot update {sorted(set(fields) - DEVICE_FIELDS)}")
+        table = tables.rollout_devices
+        with self.history.write() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.rollout_id == rollout_id, table.c.device.in_(devices))
+                .values(**fields)
+            )
+
     def update_device(self, rollout_id: str, device: str, **fields: object) -> None:
-        allowed = {
-            "previous",
-            "deployment_id",
-            "status",
-            "detail",
-            "rollback_deployment_id",
-            "rollback_status",
-        }
-        if not fields or set(fields) - allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        values = [v.model_dump_json() if isinstance(v, BundleRef) else v for v in fields.values()]
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        with self.history.transaction() as db:
-            db.execute(
-                f"UPDATE rollout_devices SET {assignments} WHERE rollout_id = ? AND device = ?",
-                (*values, rollout_id, device),
+        if not fields or set(fields) - DEVICE_FIELDS:
+            raise ValueError(f"cannot update {sorted(set(fields) - DEVICE_FIELDS)}")
+        values = {k: v.model_dump_json() if isinstance(v, BundleRef) else v for k, v in fields.items()}
+        with self.history.write() as conn:
+            conn.execute(
+                tables.rollout_devices.update()
+                .where(
+                    tables.rollout_devices.c.rollout_id == rollout_id,
+                    tables.rollout_devices.c.device == device,
+                )
+                .values(**values)
             )
 
 
-def _rollout(r) -> RolloutRow:  # type: ignore[no-untyped-def]
+def _rollout(r: sa.Row) -> RolloutRow:
     return RolloutRow(
-        id=r["id"],
-        fleet=r["fleet"],
-        group=r["grp"],
-        bundle=BundleRef.model_validate_json(r["bundle"]),
-        params=RolloutParams.model_validate(json.loads(r["params"])),
-        status=r["status"],
-        created=r["created"],
-        updated=r["updated"],
-        note=r["note"],
+        id=r.id,
+        fleet=r.fleet,
+        group=r.grp,
+        bundle=BundleRef.model_validate_json(r.bundle),
+        params=RolloutParams.model_validate(json.loads(r.params)),
+        status=r.status,
+        created=r.created,
+        updated=r.updated,
+        note=r.note,
+        step=Step(r.step),
+        wave=r.wave,
     )
 
 
-__all__ = ["FINISHED", "DeviceRow", "RolloutParams", "RolloutRow", "RolloutStore", "WaveRow"]
+__all__ = ["FINISHED", "DeviceRow", "RolloutParams", "RolloutRow", "RolloutStore", "Send", "WaveRow"]

@@ -3,13 +3,13 @@
 SLMOPS_BROKER    MQTT broker URL           (default mqtt://127.0.0.1:1883)
 SLMOPS_FLEET     fleet id                  (default `default`)
 SLMOPS_REGISTRY  registry directory or URL (default $SLMOPS_HOME/registry)
-The history database is $SLMOPS_HOME/fleet.db.
+SLMOPS_DB        history database: a SQLite file, or postgresql://user:password@host:port/database
+                 (default $SLMOPS_HOME/fleet.db)
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from build_side.settings import home_dir
 
@@ -29,5 +29,5 @@ def registry_location() -> str:
     return os.environ.get("SLMOPS_REGISTRY") or str(home_dir() / "registry")
 
 
-def history_path() -> Path:
-    return home_dir() / "fleet.db"
+def history_location() -> str:
+    return os.environ.get("SLMOPS_DB") or str(home_dir() / "fleet.db")

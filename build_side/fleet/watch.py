@@ -2,7 +2,8 @@
 
 `FleetWatch` owns the snapshot of one broker session and folds every message into it. Events are
 deduplicated on (device, deployment_id, seq), the way DESIGN.md asks receivers to, and recorded in
-the history together with bench records, since the broker does not keep either.
+the history (one transaction per batch of messages) together with bench records, since the broker
+does not keep either.
 `wait_for_outcomes` is what a deployment or a rollout wave waits with: a terminal event per device,
 or, for what happened while nobody was listening, the device's retained reported state.
 """
@@ -79,6 +80,11 @@ class FleetWatch:
                 self._bench(t.device, msg.payload)
             else:
                 self.snapshot.apply(msg)
+        if new:  # one transaction for the whole batch: a thousand devices send thousands of events
+            self.history.add_events(self.fleet, new)
+            for event in new:
+                if self.on_event:
+                    self.on_event(event)
         return new
 
     def _event(self, device: str, payload: bytes) -> Event | None:
@@ -92,12 +98,9 @@ class FleetWatch:
         if key in self._seen:
             return None
         self._seen.add(key)
-        self.history.add_event(self.fleet, event)
         self.snapshot.view(device).last_event = event
         if event.state in TERMINAL_STATES:
             self.terminal[(device, event.deployment_id)] = event
-        if self.on_event:
-            self.on_event(event)
         return event
 
     def _bench(self, device: str, payload: bytes) -> None:
@@ -123,23 +126,33 @@ class FleetWatch:
         return None
 
     def wait_for_outcomes(
-        self, targets: dict[str, str], timeout_s: float, should_stop: Callable[[], bool] | None = None
+        self,
+        targets: dict[str, str],
+        timeout_s: float,
+        should_stop: Callable[[], bool] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> dict[str, Outcome]:
-        """Wait until each device in {device: deployment_id} reached a terminal state, or time out."""
+        """Wait until each device in {device: deployment_id} reached a terminal state, or time out.
+
+        `on_outcome` sees each device's outcome as soon as it is known (a rollout records it then,
+        so a rollout killed mid-wave does not wait again for devices that finished)."""
         deadline = time.monotonic() + timeout_s
         results: dict[str, Outcome] = {}
         while True:
             for device, dep in targets.items():
                 if device not in results and (found := self.outcome(device, dep)):
                     results[device] = found
+                    if on_outcome:
+                        on_outcome(found)
             left = deadline - time.monotonic()
             if len(results) == len(targets) or left <= 0 or (should_stop and should_stop()):
                 break
             self.pump(min(left, 0.5))
         for device, dep in targets.items():
-            results.setdefault(
-                device, Outcome(device, dep, None, f"no terminal state within {timeout_s:.0f} s")
-            )
+            if device not in results:
+                results[device] = Outcome(device, dep, None, f"no terminal state within {timeout_s:.0f} s")
+                if on_outcome:
+                    on_outcome(results[device])
         return results
 
     def follow(self, devices: Iterable[str] | None = None, duration_s: float | None = None) -> None:

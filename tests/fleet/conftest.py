@@ -1,7 +1,13 @@
-"""Fixtures of the fleet tests: a registry holding a few releases, scripted devices on the real broker."""
+"""Fixtures of the fleet tests: a registry holding a few releases, scripted devices on the real broker,
+and history databases on both engines (a SQLite file; a PostgreSQL database made and dropped per test).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,3 +95,70 @@ def _clear_retained(request: pytest.FixtureRequest) -> Iterator[None]:
         for msg in session.drain():
             if msg.retain and msg.payload:
                 session.clear_retained(msg.topic)
+
+
+# PostgreSQL -----------------------------------------------------------------------------------------
+
+# A server where the tests may create databases; the machines here trust local connections.
+POSTGRES = os.environ.get("SLMOPS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_answers() -> str | None:
+    """None when the server takes connections, else why not."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+def _start_postgres() -> None:
+    """Start the machine's PostgreSQL cluster(s) that are down (Debian's pg_ctlcluster), as .ci/run does."""
+    if shutil.which("pg_lsclusters") is None:
+        return
+    listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        version, name, _port, status, *_ = line.split()
+        if status == "down":
+            subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a PostgreSQL server that lets the tests create databases (started when down)."""
+    why = _postgres_answers()
+    if why is not None:
+        _start_postgres()
+        why = _postgres_answers()
+    if why is not None:
+        pytest.skip(
+            f"PostgreSQL at {POSTGRES} cannot be reached or started ({why}); set SLMOPS_TEST_POSTGRES"
+        )
+    return POSTGRES
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped after it); yields its URL."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    name = f"slmops_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A history database location on each engine: a SQLite file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.db")
+    return request.getfixturevalue("postgres_db")

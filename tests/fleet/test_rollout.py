@@ -12,7 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from build_side.fleet.history import History
 from build_side.fleet.rollout import plan_waves
+from build_side.fleet.rollout_machine import Step
+from build_side.fleet.rollout_store import RolloutStore
 from tests.conftest import cli
 
 
@@ -25,9 +28,12 @@ def test_plan_waves_canary_then_growing_batches() -> None:
     assert [d for w in plan_waves(devs, 0.5, 3.0) for d in w] == devs  # every device once, in order
 
 
-def rollout_argv(fleet: str, registry: Path, key: Path, db: Path, *extra: str) -> list[str]:
+def rollout_argv(
+    fleet: str, registry: Path, key: Path, db: Path | str, *extra: str, group: str = "lab"
+) -> list[str]:
+    plan = [] if "--waves" in extra else ["--canary", "1", "--growth", "2"]
     return cli(
-        "slmops", "rollout", "tiny-chat@2.0.0", "--group", "lab", "--canary", "1", "--growth", "2",
+        "slmops", "rollout", "tiny-chat@2.0.0", "--group", group, *plan,
         "--wave-timeout", "20", "--registry", str(registry), "--fleet", fleet, "--key", str(key),
         "--db", str(db), "--json", *extra,
     )  # fmt: skip
@@ -122,4 +128,121 @@ def test_a_stopped_rollout_resumes_without_publishing_twice(
         text=True,
         check=True,
     )
-    assert [r["status"] for r in json.loads(listed.stdout)] == ["succeeded"]
+    assert [(r["status"], r["step"]) for r in json.loads(listed.stdout)] == [("succeeded", "SUCCEEDED")]
+
+
+def test_bad_plans_are_refused_before_anything_is_sent(
+    registry: Path, key_file: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from build_side.cli.main import app
+
+    for extra, says in (
+        (["--waves", "10,50"], "the last wave must reach 100%"),
+        (["--waves", "50,10,100"], "must rise"),
+        (["--waves", "1,x,100"], "could not convert"),
+        (["--waves", "1,100", "--canary", "0.2"], "--waves replaces --canary and --growth"),
+        (["--max-failed", "2"], "max_failed: Input should be less than or equal to 1"),
+        (["--canary", "0"], "canary: Input should be greater than 0"),
+    ):
+        argv = [
+            "rollout", "tiny-chat@2.0.0", "--group", "lab", *extra, "--registry", str(registry),
+            "--key", str(key_file), "--db", str(tmp_path / "f.db"),
+        ]  # fmt: skip
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 1 and says in result.output, result.output
+    assert not (tmp_path / "f.db").exists()  # refused before the history was even opened
+
+
+def test_an_operator_killed_during_wave_2_resumes_without_redeploying_finished_devices(
+    fleet_id: str,
+    registry: Path,
+    key_file: Path,
+    scripted,  # type: ignore[no-untyped-def]
+    history_db: str,
+) -> None:
+    # --waves 1,10,50,100 over 10 devices plans waves 0-3: [dev-0], [dev-1], [dev-2..dev-4], [dev-5..dev-9];
+    # in wave 2 dev-3 and dev-4 take a few seconds, dev-2 a fraction of one.
+    devs = [
+        scripted(f"dev-{i}", groups=("lab",), active="tiny-chat@1.0.0", delay_s=1.2 if i in (3, 4) else 0.05)
+        for i in range(10)
+    ]
+    argv = rollout_argv(fleet_id, registry, key_file, history_db, "--waves", "1,10,50,100")
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    with History(history_db) as history:
+        store = RolloutStore(history)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # kill it once part of wave 2 is done and part is not
+                rows = store.list(fleet_id)
+                wave2 = {d.status for d in store.devices(rows[0].id, 2)} if rows else set()
+                if {"succeeded", "published"} <= wave2:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the rollout never got half-way through wave 2")
+        finally:
+            first.kill()  # SIGKILL: no clean-up of any kind
+            first.wait()
+        ro = store.get(rows[0].id)
+        assert (ro.step, ro.wave, ro.status) == (Step.WAITING, 2, "running")
+        finished = {d.device for d in store.devices(ro.id) if d.status == "succeeded"}
+        assert finished == {"dev-0", "dev-1", "dev-2"}
+
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["id"] == ro.id and report["status"] == "succeeded" and report["step"] == "SUCCEEDED"
+    assert [[d["device"] for d in w["devices"]] for w in report["waves"]] == [
+        ["dev-0"],
+        ["dev-1"],
+        ["dev-2", "dev-3", "dev-4"],
+        [f"dev-{i}" for i in range(5, 10)],
+    ]
+    assert {d["status"] for w in report["waves"] for d in w["devices"]} == {"succeeded"}
+    for d in devs:
+        assert d.active == "tiny-chat@2.0.0"
+        assert len(d.received) == 1, (d.device, [s.deployment_id for s in d.received])  # none sent twice
+    with History(history_db) as history:
+        assert len([r for r in history.deployments(fleet_id) if r.rollout_id == ro.id]) == 10
+
+
+def test_two_operators_rolling_out_at_once_write_one_consistent_history(
+    fleet_id: str,
+    registry: Path,
+    key_file: Path,
+    scripted,  # type: ignore[no-untyped-def]
+    history_db: str,
+) -> None:
+    groups = {"east": ["e-0", "e-1", "e-2"], "west": ["w-0", "w-1", "w-2"]}
+    devs = {
+        name: scripted(name, groups=(group,), active="tiny-chat@1.0.0")
+        for group, names in groups.items()
+        for name in names
+    }
+    procs = [  # two operator processes, one history (a fresh one: both also race to create it)
+        subprocess.Popen(
+            rollout_argv(fleet_id, registry, key_file, history_db, "--waves", "50,100", group=group),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for group in groups
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert json.loads(out)["status"] == "succeeded"
+    assert all(d.active == "tiny-chat@2.0.0" and len(d.received) == 1 for d in devs.values())
+
+    with History(history_db) as history:
+        rollouts = RolloutStore(history).list(fleet_id)
+        assert sorted((r.group, r.status) for r in rollouts) == [("east", "succeeded"), ("west", "succeeded")]
+        deployments = history.deployments(fleet_id)
+        assert sorted(r.target for r in deployments) == sorted(devs)
+        revisions = [r.revision for r in deployments]
+        assert len(set(revisions)) == len(revisions)  # no revision handed out twice
+        assert history.next_revision(fleet_id) == max(revisions) + 1
+        for name in devs:  # each device's events once each, whichever operator saw them first
+            assert [e.seq for e in history.events(fleet_id, device=name)] == list(range(6)), name

@@ -1,0 +1,241 @@
+"""The dashboard's web app: the whole route table in `create_app`, pages rendered on the server.
+
+Pages: `/` (fleet), `/rollouts` and `/rollouts/{id}`, `/devices/{id}`, `/registry`; `/stream` is
+the server-sent event stream the pages' one small script listens to. Nothing here writes to the
+broker: the dashboard only looks (the watch does record the events it sees, as `fleet events -f` does).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from build_side.fleet.dashboard import views
+from build_side.fleet.dashboard.charts import line_chart
+from build_side.fleet.dashboard.live import Change, LiveFleet
+from build_side.fleet.dashboard.registry_view import registry_view
+from build_side.fleet.dashboard.settings import DashboardSettings
+from build_side.fleet.dashboard.stream import Broadcast, sse
+from build_side.fleet.errors import FleetError
+from build_side.fleet.history import History
+from build_side.fleet.rollout_store import RolloutStore
+from build_side.fleet.status import FleetSnapshot
+from edge_agent.contracts import Event
+from edge_agent.errors import RegistryError
+
+log = logging.getLogger("slmops.dashboard")
+STATIC = Path(__file__).parent / "static"
+KEY_COOKIE = "slmops_dashboard_key"
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("build_side.fleet.dashboard", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["mb"] = lambda b: f"{b / 1e6:.1f}" if b is not None else "—"
+    env.filters["num"] = _num
+    env.globals["event_summary"] = event_summary
+    env.filters["pct"] = lambda v: f"{v:.1%}" if v is not None else "—"
+    return env
+
+
+def _when(value: str | datetime | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+class _Forbidden(Exception):
+    pass
+
+
+def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI:
+    """The dashboard over one fleet; `keys` is the directory of trusted public keys for the registry."""
+    env = templates()
+    macros = env.get_template("macros.html").module  # type: ignore[attr-defined]
+    broadcast = Broadcast()
+    held: dict[str, Any] = {}
+
+    def render_change(change: Change, snap: FleetSnapshot) -> None:
+        """Runs on the live thread under the snapshot's lock: render once, offer to every page."""
+        if not len(broadcast):
+            return
+        rows = [
+            {"device": d, "html": str(macros.fleet_row(views.fleet_row(snap.devices[d])))}
+            for d in sorted(change.devices)
+            if d in snap.devices
+        ]
+        events = [{"device": e.device, "html": str(macros.event_item(e))} for e in change.events]
+        doc = {"devices": rows, "events": events, "bench": sorted(change.bench)}
+        broadcast.publish(sse("change", json.dumps(doc)))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        shown = settings.model_dump(exclude={"key"}) | {"key": "set" if settings.key else None}
+        log.info("dashboard settings: %s", shown)
+        history = History(settings.db)
+        live = LiveFleet(settings.broker, settings.fleet, history, tick_s=settings.tick_s)
+        live.listener = render_change
+        try:
+            live.start()
+        except FleetError:
+            history.close()
+            raise
+        held.update(history=history, live=live, store=RolloutStore(history))
+        try:
+            yield
+        finally:
+            live.stop()
+            history.close()
+
+    app = FastAPI(title="slmops fleet dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if settings.key is None or request.url.path.startswith("/static/"):
+            return await call_next(request)
+        given = request.query_params.get("key") or request.cookies.get(KEY_COOKIE) or ""
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:]
+        if not hmac.compare_digest(given.encode(), settings.key.encode()):
+            return PlainTextResponse(
+                "missing or wrong key: open the page once with ?key=<key>, or send 'Authorization: Bearer <key>'",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response: Response = await call_next(request)
+        if request.query_params.get("key"):  # remember it, so links and the event stream need no key
+            response.set_cookie(KEY_COOKIE, settings.key, httponly=True, samesite="strict")
+        return response
+
+    def page(name: str, **ctx: Any) -> HTMLResponse:
+        body = env.get_template(name).render(fleet=settings.fleet, **ctx)
+        return HTMLResponse(body)
+
+    def live() -> LiveFleet:
+        return held["live"]
+
+    @app.get("/", response_class=HTMLResponse)
+    def fleet_page(group: str | None = None, state: str | None = None) -> HTMLResponse:
+        rows, groups, total = live().read(
+            lambda s: (views.fleet_rows(s, group, state), views.fleet_groups(s), len(s.devices))
+        )
+        return page(
+            "fleet.html", page="fleet", rows=rows, groups=groups, group=group, state=state, total=total
+        )
+
+    @app.get("/devices/{device}", response_class=HTMLResponse)
+    def device_page(device: str) -> HTMLResponse:
+        view = live().read(lambda s: s.devices.get(device))
+        row = live().read(lambda s: views.fleet_row(s.devices[device])) if view else None
+        events = views.device_events(held["history"], settings.fleet, device)
+        if view is None and not events:
+            raise HTTPException(404, f"no device {device!r} in fleet {settings.fleet!r}")
+        return page(
+            "device.html",
+            page="device",
+            device=device,
+            row=row,
+            view=view,
+            events=events,
+            charts=charts(device),
+            bench=list(reversed(bench_records(device))),
+        )
+
+    @app.get("/devices/{device}/charts", response_class=HTMLResponse)
+    def device_charts(device: str) -> HTMLResponse:
+        return HTMLResponse("".join(charts(device)))
+
+    def bench_records(device: str) -> list:
+        return [r for _, r in held["history"].bench_records(settings.fleet, device)]
+
+    def charts(device: str) -> list[Markup]:
+        records = bench_records(device)
+        out = []
+        for metric, title in views.CHART_METRICS:
+            releases, series = views.bench_series(records, metric)
+            out.append(Markup(line_chart(title, releases, series)))
+        return out
+
+    @app.get("/rollouts", response_class=HTMLResponse)
+    def rollouts_page() -> HTMLResponse:
+        return page("rollouts.html", page="rollouts", rollouts=held["store"].list(settings.fleet, limit=100))
+
+    def rollout(rollout_id: str) -> views.RolloutView:
+        store: RolloutStore = held["store"]
+        try:
+            store.get(rollout_id)
+        except FleetError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return live().read(lambda s: views.rollout_view(store, rollout_id, s, live().deployment_states))
+
+    @app.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
+    def rollout_page(rollout_id: str) -> HTMLResponse:
+        return page("rollout.html", page="rollout", ro=rollout(rollout_id), categories=views.CATEGORIES)
+
+    @app.get("/rollouts/{rollout_id}/live", response_class=HTMLResponse)
+    def rollout_live(rollout_id: str) -> HTMLResponse:
+        body = env.get_template("rollout_live.html").render(
+            ro=rollout(rollout_id), categories=views.CATEGORIES
+        )
+        return HTMLResponse(body)
+
+    @app.get("/registry", response_class=HTMLResponse)
+    def registry_page() -> HTMLResponse:
+        try:
+            reg, problem = registry_view(settings.registry, keys), None
+        except RegistryError as exc:
+            reg, problem = None, str(exc)
+        return page("registry.html", page="registry", reg=reg, problem=problem)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(broadcast.frames(), media_type="text/event-stream", headers=headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    return app
+
+
+def event_summary(event: Event) -> str:
+    """One line for an event: its error, or its message, or its progress."""
+    if event.error:
+        return f"{event.error.code}: {event.error.detail}"
+    if event.progress and event.progress.total:
+        return (
+            f"{event.progress.done / event.progress.total:.0%} ({event.progress.done}/{event.progress.total})"
+        )
+    return event.message
+
+
+__all__ = ["create_app", "event_summary"]

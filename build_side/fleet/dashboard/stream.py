@@ -1,0 +1,68 @@
+"""Server-sent events: the live thread offers each update; every open page has its own bounded queue.
+
+A page that cannot keep up (its queue is full) is told to reload rather than being fed a backlog: a
+reload shows the current state in one request, which is what an operator wants from a stale tab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import suppress
+
+RESYNC = "event: resync\ndata: {}\n\n"
+PING = ": ping\n\n"
+
+
+def sse(event: str, data: str) -> str:
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"event: {event}\n{lines}\n"
+
+
+class Broadcast:
+    def __init__(self, per_client: int = 64) -> None:
+        self.per_client = per_client
+        self._clients: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def publish(self, message: str) -> None:
+        """From any thread: queue `message` (an encoded SSE frame) for every open page."""
+        with self._lock:
+            clients = list(self._clients)
+        for loop, queue in clients:
+            with suppress(RuntimeError):  # the page's loop is gone (server shutting down)
+                loop.call_soon_threadsafe(_offer, queue, message)
+
+    async def frames(self, ping_s: float = 15.0) -> AsyncIterator[str]:
+        """What one page receives until it goes away."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue(self.per_client)
+        client = (loop, queue)
+        with self._lock:
+            self._clients.add(client)
+        try:
+            yield "retry: 2000\n\n"
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), ping_s)
+                except TimeoutError:
+                    yield PING
+        finally:
+            with self._lock:
+                self._clients.discard(client)
+
+
+def _offer(queue: asyncio.Queue[str], message: str) -> None:
+    if queue.full():
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(RESYNC)
+    else:
+        queue.put_nowait(message)
+
+
+__all__ = ["Broadcast", "sse"]

@@ -1,0 +1,236 @@
+"""`slmops fleet dashboard` in a real browser (Debian's chromium, headless, through Selenium) on the real broker.
+
+Each test has its own fleet id; what devices would publish is published by the test, the dashboard
+serves it and the browser must show it, live, with nothing written to its console as an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from build_side.fleet.dashboard import DashboardSettings
+from build_side.fleet.history import History
+from build_side.fleet.rollout_store import RolloutParams, RolloutStore
+from edge_agent.contracts import BundleRef, DeploymentState
+from tests.fleet.dashboard_kit import (
+    FleetPublisher,
+    chromium_paths,
+    console_errors,
+    failed_event,
+    free_port,
+    install_story,
+    served,
+    start_browser,
+)
+
+pytestmark = pytest.mark.skipif(
+    chromium_paths() is None or importlib.util.find_spec("selenium") is None,
+    reason="needs chromium, chromium-driver and selenium (.ci/run installs them)",
+)
+S = DeploymentState
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    driver = start_browser()
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@dataclass
+class Dash:
+    url: str
+    pub: FleetPublisher
+    db: Path
+    fleet: str
+
+
+@pytest.fixture
+def dash(fleet_id: str, tmp_path: Path, browser, mqtt_broker) -> Iterator[Dash]:  # type: ignore[no-untyped-def]
+    """Devices publish first (`pub`), then `start()` serves the dashboard over what is retained."""
+    pub = FleetPublisher(fleet_id)
+    db = tmp_path / "fleet.db"
+    History(db).close()
+    holder: dict[str, object] = {}
+
+    def start() -> str:
+        pub.flush()
+        settings = DashboardSettings(
+            broker="mqtt://127.0.0.1:1883",
+            fleet=fleet_id,
+            db=db,
+            registry=str(tmp_path / "no-registry"),
+            port=free_port(),
+            tick_s=0.1,
+        )
+        cm = served(settings)
+        holder["cm"] = cm
+        return cm.__enter__()
+
+    d = Dash("", pub, db, fleet_id)
+    d.start = start  # type: ignore[attr-defined]
+    yield d
+    browser.get("about:blank")  # closes the page's event stream before the server goes
+    if "cm" in holder:
+        holder["cm"].__exit__(None, None, None)  # type: ignore[attr-defined]
+    pub.close()
+
+
+def wait_for(browser, condition, timeout: float = 10, what: str = ""):  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda d: condition(d), what)
+
+
+def js(browser, script: str):  # type: ignore[no-untyped-def]
+    return browser.execute_script(script)
+
+
+def live(browser) -> None:  # type: ignore[no-untyped-def]
+    wait_for(browser, lambda d: js(d, "return document.getElementById('live-status').textContent") == "live")
+
+
+def test_a_deployments_events_appear_on_the_device_page_live(dash: Dash, browser) -> None:  # type: ignore[no-untyped-def]
+    dash.pub.device("dev-a", groups=("lab",), active="tiny-chat@1.0.0")
+    url = dash.start()  # type: ignore[attr-defined]
+    browser.get(f"{url}/devices/dev-a")
+    live(browser)
+    assert "tiny-chat@1.0.0" in browser.find_element("css selector", "#device-row td.active").text
+    assert js(browser, "return document.querySelectorAll('#timeline li').length") == 0
+
+    sent = install_story(dash.pub, "dev-a", "dep-1")
+    dash.pub.event("dev-a", "dep-1", 3, S.INSTALLING)  # a duplicate (same deployment and seq) is shown once
+    dash.pub.device("dev-a", groups=("lab",), active="tiny-chat@2.0.0")
+    dash.pub.flush()
+    wait_for(browser, lambda d: js(d, "return document.querySelectorAll('#timeline li').length") == len(sent))
+    states = js(
+        browser, "return [...document.querySelectorAll('#timeline li .pill')].map(e => e.textContent)"
+    )
+    assert states == [str(e.state) for e in reversed(sent)]  # newest first
+    first = browser.find_element("css selector", "#timeline li").text
+    assert "answered the probe" in first and "dep-1 #5" in first
+    assert "50% (512/1024)" in browser.find_element("css selector", "#timeline li:nth-child(5)").text
+    wait_for(
+        browser, lambda d: "tiny-chat@2.0.0" in d.find_element("css selector", "#device-row td.active").text
+    )
+
+    # a bench record draws a point on each chart, without reloading
+    dash.pub.bench("dev-a", "tiny-chat@2.0.0", decode=41.5, ttft=35, rss=412, minute=1)
+    dash.pub.flush()
+    wait_for(browser, lambda d: js(d, "return document.querySelectorAll('#charts svg circle').length") == 3)
+    tips = js(
+        browser, "return [...document.querySelectorAll('#charts circle title')].map(t => t.textContent)"
+    )
+    assert any("41.5" in t for t in tips) and any("412" in t for t in tips)
+
+    # what the page showed live is what a reload shows from the history
+    browser.refresh()
+    assert js(browser, "return document.querySelectorAll('#timeline li').length") == len(sent)
+    assert console_errors(browser) == []
+
+
+def test_a_rollouts_wave_counts_change_as_devices_report(dash: Dash, browser) -> None:  # type: ignore[no-untyped-def]
+    devices = ["r0", "r1", "r2", "r3"]
+    for d in devices:
+        dash.pub.device(d, groups=("lab",))
+    bundle = BundleRef(
+        name="tiny-chat", version="2.0.0", manifest_url="x/manifest.json", manifest_sha256="0" * 64
+    )
+    with History(dash.db) as history:
+        store = RolloutStore(history)
+        rid = store.create(
+            fleet=dash.fleet,
+            group="lab",
+            bundle=bundle,
+            params=RolloutParams(canary=1, growth=3, max_failed=0.25),
+            waves=[["r0"], ["r1", "r2", "r3"]],
+            skipped={},
+        )
+        store.set_wave(rid, 0, "deploying")
+        store.update_device(rid, "r0", deployment_id=f"{rid}-w0-r0", status="published")
+    url = dash.start()  # type: ignore[attr-defined]
+    browser.get(f"{url}/rollouts/{rid}")
+    live(browser)
+
+    def count(wave: int, category: str) -> int:
+        cell = f"#wave-{wave} td[data-count='{category}']"
+        return int(js(browser, f'return document.querySelector("{cell}").textContent'))
+
+    assert (count(0, "published"), count(0, "succeeded"), count(1, "pending")) == (1, 0, 3)
+    assert "wave 1 of 2 deploying" in browser.find_element("id", "ro-stands").text
+
+    dash.pub.event("r0", f"{rid}-w0-r0", 0, S.DOWNLOADING)
+    dash.pub.flush()
+    wait_for(browser, lambda _: count(0, "in progress") == 1, what="r0 downloading")
+    dash.pub.event("r0", f"{rid}-w0-r0", 1, S.SUCCEEDED)
+    dash.pub.flush()
+    wait_for(browser, lambda _: count(0, "succeeded") == 1 and count(0, "in progress") == 0, what="r0 done")
+
+    # the runner (another process) moves on to wave 2; the page follows the devices' reports
+    with History(dash.db) as history:
+        store = RolloutStore(history)
+        store.update_device(rid, "r0", status="succeeded", detail="SUCCEEDED")
+        store.set_wave(rid, 0, "succeeded")
+        store.set_wave(rid, 1, "deploying")
+        for d in ("r1", "r2", "r3"):
+            store.update_device(rid, d, deployment_id=f"{rid}-w1-{d}", status="published")
+    # r1 finished while nobody listened: only its retained reported state says so
+    dash.pub.device("r1", groups=("lab",), active="tiny-chat@2.0.0", last_deployment=f"{rid}-w1-r1",
+                    last_state=S.SUCCEEDED)  # fmt: skip
+    dash.pub.flush()
+    wait_for(browser, lambda _: count(1, "succeeded") == 1 and count(1, "published") == 2, what="r1 reported")
+    failed_event(dash.pub, "r2", f"{rid}-w1-r2", 4)
+    dash.pub.flush()
+    wait_for(browser, lambda _: count(1, "failed") == 1, what="r2 failed")
+    threshold = browser.find_element("id", "ro-threshold").text
+    assert "1 of 3 attempted (33.3%)" in threshold and "above 25.0%" in threshold
+    assert "stops after this wave" in browser.find_element("id", "ro-stands").text
+    assert console_errors(browser) == []
+
+
+def test_the_fleet_page_filters_by_group_and_state(dash: Dash, browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import Select
+
+    dash.pub.device("lab-1", groups=("lab",))
+    dash.pub.device("lab-2", groups=("lab", "eu"), online=False)
+    dash.pub.device("field-1", groups=("field",))
+    dash.pub.device("field-2", groups=("field", "eu"), active=None)
+    url = dash.start()  # type: ignore[attr-defined]
+    browser.get(url)
+    live(browser)
+
+    def shown() -> list[str]:
+        return js(
+            browser,
+            "return [...document.querySelectorAll('#fleet tbody tr:not([hidden])')].map(r => r.dataset.device)",
+        )
+
+    assert shown() == ["field-1", "field-2", "lab-1", "lab-2"]
+    Select(browser.find_element("id", "filter-group")).select_by_value("eu")
+    assert shown() == ["field-2", "lab-2"]
+    Select(browser.find_element("id", "filter-state")).select_by_value("online")
+    assert shown() == ["field-2"]
+    assert browser.find_element("id", "counts").text == "1 of 4 devices"
+    assert browser.current_url.endswith("?group=eu&state=online")
+    browser.refresh()  # the filter is in the address, and the server applies it too
+    assert shown() == ["field-2"]
+
+    Select(browser.find_element("id", "filter-state")).select_by_value("")
+    Select(browser.find_element("id", "filter-group")).select_by_value("lab")
+    dash.pub.device("lab-3", groups=("lab", "new-site"))  # a device that appears is filtered like the rest
+    dash.pub.device("field-3", groups=("field",))
+    dash.pub.flush()
+    wait_for(browser, lambda _: "lab-3" in shown(), what="lab-3 appears")
+    assert js(
+        browser,
+        "return document.getElementById('dev-field-3') !== null && document.getElementById('dev-field-3').hidden",
+    )
+    groups = js(browser, "return [...document.querySelectorAll('#filter-group option')].map(o => o.value)")
+    assert "new-site" in groups
+    assert console_errors(browser) == []

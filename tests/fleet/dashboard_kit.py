@@ -46,26 +46,25 @@ def served(settings: DashboardSettings, keys: Path | None = None) -> Iterator[st
     """The dashboard on a real socket in this process (uvicorn on a thread); yields its base URL."""
     import uvicorn
 
-    config = uvicorn.Config(
-        create_app(settings, keys=keys),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-    )
+    sock = socket.socket()
+    sock.bind((settings.host, settings.port))  # port 0: the system picks, nobody can take it meanwhile
+    sock.listen(128)
+    config = uvicorn.Config(create_app(settings, keys=keys), log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the dashboard did not start")
         time.sleep(0.02)
+    host, port = sock.getsockname()[:2]
     try:
-        yield f"http://{settings.host}:{settings.port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 class FleetPublisher:
@@ -202,3 +201,37 @@ def start_browser():  # type: ignore[no-untyped-def]
 def console_errors(driver) -> list[str]:  # type: ignore[no-untyped-def]
     """The SEVERE entries the pages wrote to the browser console since the last call."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@contextmanager
+def dashboard_process(fleet: str, db: Path, registry: Path, *extra: str) -> Iterator[str]:
+    """`slmops fleet dashboard` as a user runs it, in its own process; yields its base URL."""
+    import subprocess
+
+    import httpx
+
+    from tests.conftest import cli
+
+    for _ in range(3):  # a free port can be taken by someone else before the server binds it
+        port = free_port()
+        argv = cli("slmops", "fleet", "dashboard", "--fleet", fleet, "--db", str(db),
+                   "--registry", str(registry), "--port", str(port), *extra)  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/static/dashboard.css", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        if proc.poll() is None:
+            break
+        output = proc.stdout.read() if proc.stdout else ""
+        if "address already in use" not in output:
+            raise RuntimeError(f"the dashboard did not start: {output}")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -7,6 +7,7 @@ serves it and the browser must show it, live, with nothing written to its consol
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from tests.fleet.dashboard_kit import (
     FleetPublisher,
     chromium_paths,
     console_errors,
+    dashboard_process,
     failed_event,
-    free_port,
     install_story,
     served,
     start_browser,
@@ -66,7 +67,7 @@ def dash(fleet_id: str, tmp_path: Path, browser, mqtt_broker) -> Iterator[Dash]:
             fleet=fleet_id,
             db=db,
             registry=str(tmp_path / "no-registry"),
-            port=free_port(),
+            port=0,
             tick_s=0.1,
         )
         cm = served(settings)
@@ -82,10 +83,10 @@ def dash(fleet_id: str, tmp_path: Path, browser, mqtt_broker) -> Iterator[Dash]:
     pub.close()
 
 
-def wait_for(browser, condition, timeout: float = 10, what: str = ""):  # type: ignore[no-untyped-def]
+def wait_for(browser, condition, timeout: float = 10, what: str = "", poll_s: float = 0.05):  # type: ignore[no-untyped-def]
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda d: condition(d), what)
+    return WebDriverWait(browser, timeout, poll_frequency=poll_s).until(lambda d: condition(d), what)
 
 
 def js(browser, script: str):  # type: ignore[no-untyped-def]
@@ -234,3 +235,58 @@ def test_the_fleet_page_filters_by_group_and_state(dash: Dash, browser) -> None:
     groups = js(browser, "return [...document.querySelectorAll('#filter-group option')].map(o => o.value)")
     assert "new-site" in groups
     assert console_errors(browser) == []
+
+
+@pytest.mark.slow
+def test_a_thousand_devices_load_fast_and_a_rollout_across_them_does_not_fall_behind(
+    dash: Dash,
+    browser,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """The real command in its own process (the test's publishing must not share its interpreter)."""
+    n = 1000
+    names = [f"edge-{i:04d}" for i in range(n)]
+    groups = {d: ("fleet", f"site-{i % 10}") for i, d in enumerate(names)}
+    for i, d in enumerate(names):
+        dash.pub.device(d, groups=groups[d], online=i % 17 != 0)
+    dash.pub.flush()
+    with dashboard_process(dash.fleet, dash.db, tmp_path / "no-registry") as url:
+        t0 = time.perf_counter()
+        browser.get(url)
+        wall_ms = (time.perf_counter() - t0) * 1000
+        timing = js(browser, "const n = performance.getEntriesByType('navigation')[0]; "
+                             "return [n.responseEnd, n.domContentLoadedEventEnd, n.loadEventEnd, n.transferSize]")  # fmt: skip
+        rows = js(browser, "return document.querySelectorAll('#fleet tbody tr').length")
+        print(f"\nfleet page, {n} devices: response {timing[0]:.0f} ms, DOMContentLoaded {timing[1]:.0f} ms, "
+              f"load {timing[2]:.0f} ms, {timing[3] / 1e3:.0f} kB; browser.get {wall_ms:.0f} ms")  # fmt: skip
+        assert rows == n
+        assert timing[2] < 2000, f"the fleet page took {timing[2]:.0f} ms to load with {n} devices"
+        live(browser)
+
+        # a rollout reaches every device: 100 devices every 0.3 s (1,000 messages/s), each device
+        # sending its events and its new reported state
+        t1 = time.perf_counter()
+        for w in range(0, n, 100):
+            for i, d in enumerate(names[w : w + 100], start=w):
+                dash.pub.event(d, f"ro-big-{d}", 0, S.ACCEPTED)
+                dash.pub.event(d, f"ro-big-{d}", 1, S.SUCCEEDED)
+                dash.pub.device(d, groups=groups[d], active="tiny-chat@2.0.0", online=i % 17 != 0)
+            dash.pub.flush()
+            time.sleep(max(0.0, t1 + (w // 100 + 1) * 0.3 - time.perf_counter()))
+        sent_s = time.perf_counter() - t1
+        updated = (
+            "return [...document.querySelectorAll('#fleet tbody tr')].filter(r => "
+            "r.querySelector('td.active').textContent.startsWith('tiny-chat@2.0.0') && "
+            "r.querySelector('td.last-event').textContent.includes('SUCCEEDED')).length"
+        )
+        try:
+            wait_for(browser, lambda _: js(browser, updated) == n, timeout=30, poll_s=0.2)
+        except Exception:
+            pytest.fail(f"after 30 s, {js(browser, updated)} of {n} rows show the new version")
+        behind_s = time.perf_counter() - t1 - sent_s
+        print(f"rollout burst: {3 * n} messages sent in {sent_s:.1f} s; "
+              f"every row updated {behind_s:.1f} s after the last")  # fmt: skip
+        assert behind_s < 5, f"the page was {behind_s:.1f} s behind the broker"
+        assert js(browser, "return document.querySelectorAll('#fleet tbody tr').length") == n
+        assert console_errors(browser) == []
+        browser.get("about:blank")

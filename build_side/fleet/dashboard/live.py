@@ -9,6 +9,7 @@ Request handlers read the snapshot under the same lock, so they never see it hal
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class _Tap:
     def __getattr__(self, name: str) -> object:
         return getattr(self._session, name)
 
+    def subscribe(self, *patterns: str) -> None:
+        """At QoS 0: the dashboard only looks, and a burst must not make the broker drop messages."""
+        self._session.subscribe(*patterns, qos=0)
+
     def get(self, timeout_s: float) -> Message | None:
         msg = self._session.get(timeout_s)
         if msg is not None:
@@ -62,6 +67,37 @@ class _Tap:
             self.touched.add(t.device)
 
 
+class _Recorder:
+    """The history as the watch sees it, with events written by a thread of their own.
+
+    Recording an event is one SQLite transaction (milliseconds, an fsync); a rollout over a thousand
+    devices sends thousands of events within seconds, and written in line they would hold the page
+    updates back by as long. The watch already deduplicates; the writer only has to keep up eventually.
+    """
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+        self._queue: queue.Queue[tuple[str, Event] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._write, name="dashboard-recorder", daemon=True)
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._history, name)
+
+    def add_event(self, fleet: str, event: Event) -> bool:
+        self._queue.put((fleet, event))
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._history.add_event(*item)
+
+
 class LiveFleet:
     def __init__(
         self, broker: str, fleet: str, history: History, tick_s: float = 0.2, timeout_s: float = 10.0
@@ -77,6 +113,7 @@ class LiveFleet:
         self._bench: set[str] = set()
         self._tap: _Tap | None = None
         self._watch: FleetWatch | None = None
+        self._recorder: _Recorder | None = None
         # the latest state each device reported for each deployment, for the rollout page
         self.deployment_states: dict[tuple[str, str], DeploymentState] = {}
 
@@ -84,7 +121,10 @@ class LiveFleet:
         """Connect, take the retained snapshot, then follow live messages on a thread."""
         self._session.connect()
         self._tap = _Tap(self._session)
-        self._watch = FleetWatch(cast(BrokerSession, self._tap), self.history, on_bench=self._on_bench)
+        self._recorder = _Recorder(self.history)
+        self._watch = FleetWatch(
+            cast(BrokerSession, self._tap), cast(History, self._recorder), on_bench=self._on_bench
+        )
         for device, event in self.history.last_events(self.fleet).items():
             self.deployment_states[(device, event.deployment_id)] = event.state
         self._tap.touched.clear()
@@ -97,6 +137,8 @@ class LiveFleet:
         if self._thread:
             self._thread.join(timeout=5)
         self._session.close()
+        if self._recorder:
+            self._recorder.close()
 
     def read(self, fn: Callable[[FleetSnapshot], T]) -> T:
         """Run `fn` on the snapshot while no message is being applied to it."""

@@ -67,7 +67,7 @@
       placeRow(fleetBody, row);
       addGroupOptions(row);
       applyFilter(row);
-      row.classList.add("flash");
+      if (change.devices.length <= 50) row.classList.add("flash");  // a burst is not a highlight
     }
     if (change.devices.length) updateCounts();
   };

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import FrameType
 
 import typer
 from pydantic import ValidationError
@@ -55,4 +56,11 @@ def dashboard_cmd(
         raise FleetError(f"dashboard: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
     app = create_app(conf, keys=keys_dir())
     console.print(f"fleet {conf.fleet} from {conf.broker}: http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.broadcast.close()  # open pages' streams end now, so stopping does not wait on them
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    Server(config).run()

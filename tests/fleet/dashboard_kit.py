@@ -49,7 +49,8 @@ def served(settings: DashboardSettings, keys: Path | None = None) -> Iterator[st
     sock = socket.socket()
     sock.bind((settings.host, settings.port))  # port 0: the system picks, nobody can take it meanwhile
     sock.listen(128)
-    config = uvicorn.Config(create_app(settings, keys=keys), log_level="warning", timeout_graceful_shutdown=1)
+    app = create_app(settings, keys=keys)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -62,6 +63,7 @@ def served(settings: DashboardSettings, keys: Path | None = None) -> Iterator[st
     try:
         yield f"http://{host}:{port}"
     finally:
+        app.state.broadcast.close()  # as the command does on Ctrl-C: open pages' streams end first
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()

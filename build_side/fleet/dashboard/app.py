@@ -7,7 +7,6 @@ broker: the dashboard only looks (the watch does record the events it sees, as `
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,14 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from build_side.fleet.dashboard import views
 from build_side.fleet.dashboard.charts import line_chart
+from build_side.fleet.dashboard.gate import KeyGate
 from build_side.fleet.dashboard.live import Change, LiveFleet
 from build_side.fleet.dashboard.registry_view import registry_view
 from build_side.fleet.dashboard.settings import DashboardSettings
@@ -37,7 +37,6 @@ from edge_agent.errors import RegistryError
 
 log = logging.getLogger("slmops.dashboard")
 STATIC = Path(__file__).parent / "static"
-KEY_COOKIE = "slmops_dashboard_key"
 
 
 def templates() -> Environment:
@@ -68,10 +67,6 @@ def _when(value: str | datetime | None) -> str:
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
-
-
-class _Forbidden(Exception):
-    pass
 
 
 def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI:
@@ -115,25 +110,8 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
 
     app = FastAPI(title="slmops fleet dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if settings.key is None or request.url.path.startswith("/static/"):
-            return await call_next(request)
-        given = request.query_params.get("key") or request.cookies.get(KEY_COOKIE) or ""
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:]
-        if not hmac.compare_digest(given.encode(), settings.key.encode()):
-            return PlainTextResponse(
-                "missing or wrong key: open the page once with ?key=<key>, or send 'Authorization: Bearer <key>'",
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        response: Response = await call_next(request)
-        if request.query_params.get("key"):  # remember it, so links and the event stream need no key
-            response.set_cookie(KEY_COOKIE, settings.key, httponly=True, samesite="strict")
-        return response
+    app.add_middleware(KeyGate, key=settings.key)
+    app.state.broadcast = broadcast  # the server ends the open streams with it when asked to stop
 
     def page(name: str, **ctx: Any) -> HTMLResponse:
         body = env.get_template(name).render(fleet=settings.fleet, **ctx)

@@ -13,6 +13,7 @@ from contextlib import suppress
 
 RESYNC = "event: resync\ndata: {}\n\n"
 PING = ": ping\n\n"
+CLOSE = ""  # not a frame: tells a page's stream to end
 
 
 def sse(event: str, data: str) -> str:
@@ -37,6 +38,10 @@ class Broadcast:
             with suppress(RuntimeError):  # the page's loop is gone (server shutting down)
                 loop.call_soon_threadsafe(_offer, queue, message)
 
+    def close(self) -> None:
+        """End every open stream (the server is stopping and should not wait for browsers to leave)."""
+        self.publish(CLOSE)
+
     async def frames(self, ping_s: float = 15.0) -> AsyncIterator[str]:
         """What one page receives until it goes away."""
         loop = asyncio.get_running_loop()
@@ -48,19 +53,22 @@ class Broadcast:
             yield "retry: 2000\n\n"
             while True:
                 try:
-                    yield await asyncio.wait_for(queue.get(), ping_s)
+                    frame = await asyncio.wait_for(queue.get(), ping_s)
                 except TimeoutError:
-                    yield PING
+                    frame = PING
+                if frame == CLOSE:
+                    return
+                yield frame
         finally:
             with self._lock:
                 self._clients.discard(client)
 
 
 def _offer(queue: asyncio.Queue[str], message: str) -> None:
-    if queue.full():
+    if queue.full() or message == CLOSE:
         while not queue.empty():
             queue.get_nowait()
-        queue.put_nowait(RESYNC)
+        queue.put_nowait(message if message == CLOSE else RESYNC)
     else:
         queue.put_nowait(message)
 

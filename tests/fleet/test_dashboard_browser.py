@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -44,43 +44,42 @@ def browser() -> Iterator[object]:
     driver.quit()
 
 
-@dataclass
 class Dash:
-    url: str
-    pub: FleetPublisher
-    db: Path
-    fleet: str
+    """Devices publish first (`pub`), then `start()` serves the dashboard over what is retained."""
+
+    def __init__(self, fleet: str, tmp_path: Path) -> None:
+        self.fleet = fleet
+        self.pub = FleetPublisher(fleet)
+        self.db = tmp_path / "fleet.db"
+        self.registry = tmp_path / "no-registry"
+        History(self.db).close()
+        self._server: AbstractContextManager[str] | None = None
+
+    def start(self) -> str:
+        self.pub.flush()
+        settings = DashboardSettings(
+            broker="mqtt://127.0.0.1:1883",
+            fleet=self.fleet,
+            db=self.db,
+            registry=str(self.registry),
+            port=0,
+            tick_s=0.1,
+        )
+        self._server = served(settings)
+        return self._server.__enter__()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+        self.pub.close()
 
 
 @pytest.fixture
 def dash(fleet_id: str, tmp_path: Path, browser, mqtt_broker) -> Iterator[Dash]:  # type: ignore[no-untyped-def]
-    """Devices publish first (`pub`), then `start()` serves the dashboard over what is retained."""
-    pub = FleetPublisher(fleet_id)
-    db = tmp_path / "fleet.db"
-    History(db).close()
-    holder: dict[str, object] = {}
-
-    def start() -> str:
-        pub.flush()
-        settings = DashboardSettings(
-            broker="mqtt://127.0.0.1:1883",
-            fleet=fleet_id,
-            db=db,
-            registry=str(tmp_path / "no-registry"),
-            port=0,
-            tick_s=0.1,
-        )
-        cm = served(settings)
-        holder["cm"] = cm
-        return cm.__enter__()
-
-    d = Dash("", pub, db, fleet_id)
-    d.start = start  # type: ignore[attr-defined]
+    d = Dash(fleet_id, tmp_path)
     yield d
-    browser.get("about:blank")  # closes the page's event stream before the server goes
-    if "cm" in holder:
-        holder["cm"].__exit__(None, None, None)  # type: ignore[attr-defined]
-    pub.close()
+    browser.get("about:blank")  # the page's event stream closes before the server goes
+    d.stop()
 
 
 def wait_for(browser, condition, timeout: float = 10, what: str = "", poll_s: float = 0.05):  # type: ignore[no-untyped-def]
@@ -99,7 +98,7 @@ def live(browser) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_deployments_events_appear_on_the_device_page_live(dash: Dash, browser) -> None:  # type: ignore[no-untyped-def]
     dash.pub.device("dev-a", groups=("lab",), active="tiny-chat@1.0.0")
-    url = dash.start()  # type: ignore[attr-defined]
+    url = dash.start()
     browser.get(f"{url}/devices/dev-a")
     live(browser)
     assert "tiny-chat@1.0.0" in browser.find_element("css selector", "#device-row td.active").text
@@ -155,7 +154,7 @@ def test_a_rollouts_wave_counts_change_as_devices_report(dash: Dash, browser) ->
         )
         store.set_wave(rid, 0, "deploying")
         store.update_device(rid, "r0", deployment_id=f"{rid}-w0-r0", status="published")
-    url = dash.start()  # type: ignore[attr-defined]
+    url = dash.start()
     browser.get(f"{url}/rollouts/{rid}")
     live(browser)
 
@@ -202,7 +201,7 @@ def test_the_fleet_page_filters_by_group_and_state(dash: Dash, browser) -> None:
     dash.pub.device("lab-2", groups=("lab", "eu"), online=False)
     dash.pub.device("field-1", groups=("field",))
     dash.pub.device("field-2", groups=("field", "eu"), active=None)
-    url = dash.start()  # type: ignore[attr-defined]
+    url = dash.start()
     browser.get(url)
     live(browser)
 
@@ -241,7 +240,6 @@ def test_the_fleet_page_filters_by_group_and_state(dash: Dash, browser) -> None:
 def test_a_thousand_devices_load_fast_and_a_rollout_across_them_does_not_fall_behind(
     dash: Dash,
     browser,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
 ) -> None:
     """The real command in its own process (the test's publishing must not share its interpreter)."""
     n = 1000
@@ -250,7 +248,7 @@ def test_a_thousand_devices_load_fast_and_a_rollout_across_them_does_not_fall_be
     for i, d in enumerate(names):
         dash.pub.device(d, groups=groups[d], online=i % 17 != 0)
     dash.pub.flush()
-    with dashboard_process(dash.fleet, dash.db, tmp_path / "no-registry") as url:
+    with dashboard_process(dash.fleet, dash.db, dash.registry) as url:
         t0 = time.perf_counter()
         browser.get(url)
         wall_ms = (time.perf_counter() - t0) * 1000

@@ -106,6 +106,14 @@
   const onRollout = (change) => {
     if (change.devices.length || change.events.length) refresh(`${location.pathname}/live`, "live");
   };
+  if (page === "rollout") {  // a wave can also time out, with no message from any device: look now and then
+    setInterval(() => {
+      const status = document.getElementById("ro-status");
+      if (status && ["running", "rolling-back"].includes(status.textContent)) {
+        refresh(`${location.pathname}/live`, "live");
+      }
+    }, 5000);
+  }
 
   const handlers = { fleet: onFleet, device: onDevice, rollout: onRollout };
   const handle = handlers[page];

@@ -214,3 +214,48 @@ def test_bench_series_follow_releases_in_the_order_measured() -> None:
     assert svg.count("<circle") == 3 and svg.count("<polyline") == 1  # fp32 has one point: no line
     assert "no records" in line_chart("TTFT", [], [Series("x", [])])
     assert [nice_max(v) for v in (0.3, 7.2, 41.2, 99, 120, 1001)] == [0.5, 10, 50, 100, 200, 2000]
+
+
+def test_a_stream_starts_with_what_changed_since_the_page_was_rendered(
+    fleet_id: str,
+    tmp_path: Path,
+    mqtt_broker,  # type: ignore[no-untyped-def]
+) -> None:
+    """A page is rendered at a version; what changes before its stream connects comes first on it."""
+    import re
+
+    pub = FleetPublisher(fleet_id)
+    pub.device("dev-c", groups=("lab",))
+    pub.flush()
+    try:
+        with served(settings(fleet_id, tmp_path)) as url:
+            rendered = int(re.search(r'data-version="(\d+)"', httpx.get(f"{url}/").text)[1])
+            pub.device(
+                "dev-d", groups=("lab",), active="tiny-chat@2.0.0"
+            )  # after the page, before its stream
+            pub.event("dev-d", "dep-9", 0, S.ACCEPTED)
+            pub.flush()
+            for _ in range(100):
+                now = int(re.search(r'data-version="(\d+)"', httpx.get(f"{url}/").text)[1])
+                if now > rendered:
+                    break
+                time.sleep(0.05)
+            assert now > rendered
+
+            def first_frame(wait_s: float = 5, **kw: object) -> str:
+                with httpx.stream("GET", f"{url}/stream", timeout=wait_s, **kw) as r:  # type: ignore[arg-type]
+                    frames = r.iter_text()
+                    assert next(frames).startswith("retry:")
+                    try:
+                        return next(frames)
+                    except httpx.ReadTimeout:
+                        return ""
+
+            caught_up = first_frame(params={"since": rendered})
+            assert caught_up.startswith(f"id: {now}\nevent: change\n")
+            assert '"device": "dev-d"' in caught_up and "dep-9 #0" in caught_up
+            assert "dev-c" not in caught_up  # unchanged since the page: not sent again
+            # a browser that reconnects says where it was (Last-Event-ID) and gets nothing twice
+            assert first_frame(1, params={"since": rendered}, headers={"Last-Event-ID": str(now)}) == ""
+    finally:
+        pub.close()

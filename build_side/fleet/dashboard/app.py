@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -76,10 +76,8 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
     broadcast = Broadcast()
     held: dict[str, Any] = {}
 
-    def render_change(change: Change, snap: FleetSnapshot) -> None:
-        """Runs on the live thread under the snapshot's lock: render once, offer to every page."""
-        if not len(broadcast):
-            return
+    def frame(change: Change, snap: FleetSnapshot) -> str:
+        """One `change` frame: each changed device's row (the page's own macro) and each new event."""
         rows = [
             {"device": d, "html": str(macros.fleet_row(views.fleet_row(snap.devices[d])))}
             for d in sorted(change.devices)
@@ -87,7 +85,12 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
         ]
         events = [{"device": e.device, "html": str(macros.event_item(e))} for e in change.events]
         doc = {"devices": rows, "events": events, "bench": sorted(change.bench)}
-        broadcast.publish(sse("change", json.dumps(doc)))
+        return sse("change", json.dumps(doc), event_id=str(change.version))
+
+    def render_change(change: Change, snap: FleetSnapshot) -> None:
+        """Runs on the live thread under the snapshot's lock: render once, offer to every page."""
+        if len(broadcast):
+            broadcast.publish(frame(change, snap))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,31 +123,39 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
     def live() -> LiveFleet:
         return held["live"]
 
+    def read(fn: Callable[[FleetSnapshot], dict[str, Any]]) -> dict[str, Any]:
+        """What `fn` takes from the snapshot, and the version it was taken at (the page's stream
+        starts from there)."""
+        version, taken = live().read_versioned(fn)
+        return {**taken, "version": version}
+
     @app.get("/", response_class=HTMLResponse)
     def fleet_page(group: str | None = None, state: str | None = None) -> HTMLResponse:
-        rows, groups, total = live().read(
-            lambda s: (views.fleet_rows(s, group, state), views.fleet_groups(s), len(s.devices))
-        )
-        return page(
-            "fleet.html", page="fleet", rows=rows, groups=groups, group=group, state=state, total=total
-        )
+        def take(s: FleetSnapshot) -> dict[str, Any]:
+            rows = views.fleet_rows(s, group, state)
+            return {"rows": rows, "groups": views.fleet_groups(s), "total": len(s.devices)}
+
+        return page("fleet.html", page="fleet", group=group, state=state, **read(take))
 
     @app.get("/devices/{device}", response_class=HTMLResponse)
     def device_page(device: str) -> HTMLResponse:
-        view = live().read(lambda s: s.devices.get(device))
-        row = live().read(lambda s: views.fleet_row(s.devices[device])) if view else None
-        events = views.device_events(held["history"], settings.fleet, device)
-        if view is None and not events:
+        def take(s: FleetSnapshot) -> dict[str, Any]:
+            view = s.devices.get(device)
+            return {"view": view, "row": views.fleet_row(view) if view else None}
+
+        seen = read(take)
+        recorded = views.device_events(held["history"], settings.fleet, device)
+        events = views.merge_events(recorded, live().recent_events(device))
+        if seen["view"] is None and not events:
             raise HTTPException(404, f"no device {device!r} in fleet {settings.fleet!r}")
         return page(
             "device.html",
             page="device",
             device=device,
-            row=row,
-            view=view,
             events=events,
             charts=charts(device),
             bench=list(reversed(bench_records(device))),
+            **seen,
         )
 
     @app.get("/devices/{device}/charts", response_class=HTMLResponse)
@@ -172,16 +183,16 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
             store.get(rollout_id)
         except FleetError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return live().read(lambda s: views.rollout_view(store, rollout_id, s, live().deployment_states))
+        return read(lambda s: {"ro": views.rollout_view(store, rollout_id, s, live().deployment_states)})
 
     @app.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
     def rollout_page(rollout_id: str) -> HTMLResponse:
-        return page("rollout.html", page="rollout", ro=rollout(rollout_id), categories=views.CATEGORIES)
+        return page("rollout.html", page="rollout", categories=views.CATEGORIES, **rollout(rollout_id))
 
     @app.get("/rollouts/{rollout_id}/live", response_class=HTMLResponse)
     def rollout_live(rollout_id: str) -> HTMLResponse:
         body = env.get_template("rollout_live.html").render(
-            ro=rollout(rollout_id), categories=views.CATEGORIES
+            categories=views.CATEGORIES, **rollout(rollout_id)
         )
         return HTMLResponse(body)
 
@@ -194,9 +205,19 @@ def create_app(settings: DashboardSettings, keys: Path | None = None) -> FastAPI
         return page("registry.html", page="registry", reg=reg, problem=problem)
 
     @app.get("/stream")
-    async def stream() -> StreamingResponse:
+    async def stream(request: Request, since: int | None = None) -> StreamingResponse:
+        """Changes after `since` (the version the page shows; on reconnect the browser's Last-Event-ID)
+        first, then every change as it comes."""
+        last = request.headers.get("last-event-id", "")
+        start = int(last) if last.isdigit() else since
+
+        def catch_up() -> str | None:
+            if start is None:
+                return None
+            return live().since(start, lambda change, snap: frame(change, snap) if change else None)
+
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(broadcast.frames(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(broadcast.frames(catch_up), media_type="text/event-stream", headers=headers)
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:

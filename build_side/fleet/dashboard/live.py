@@ -5,12 +5,17 @@ CLI uses), and hands one `Change` (which devices changed, which events and bench
 the listener. Gathering per tick rather than per message is what keeps a rollout over a thousand
 devices from queueing a thousand page updates: a burst becomes one update per tick.
 Request handlers read the snapshot under the same lock, so they never see it half-applied.
+
+Every tick with a change is a new `version`. A page is rendered at some version and its event stream
+connects a moment later; `since(version)` is what changed in between (devices, bench, and the last
+RECENT events), so nothing that happened in that gap is missed.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
@@ -23,6 +28,7 @@ from build_side.fleet.watch import FleetWatch
 from edge_agent.contracts import BenchRecord, DeploymentState, Event
 
 T = TypeVar("T")
+RECENT = 20_000  # events kept in memory for pages that reconnect or were rendered a moment ago
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Change:
     devices: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     bench: set[str] = field(default_factory=set)
+    version: int = 0  # the tick that made it; pages say which version they show
 
     def __bool__(self) -> bool:
         return bool(self.devices or self.events or self.bench)
@@ -116,6 +123,10 @@ class LiveFleet:
         self._recorder: _Recorder | None = None
         # the latest state each device reported for each deployment, for the rollout page
         self.deployment_states: dict[tuple[str, str], DeploymentState] = {}
+        self.version = 0
+        self._changed: dict[str, int] = {}  # device -> version of its last change
+        self._bench_changed: dict[str, int] = {}
+        self._recent: deque[tuple[int, Event]] = deque(maxlen=RECENT)
 
     def start(self) -> LiveFleet:
         """Connect, take the retained snapshot, then follow live messages on a thread."""
@@ -146,6 +157,29 @@ class LiveFleet:
         with self._lock:
             return fn(self._watch.snapshot)
 
+    def read_versioned(self, fn: Callable[[FleetSnapshot], T]) -> tuple[int, T]:
+        """`read`, and the version the snapshot was at."""
+        assert self._watch is not None, "start() first"
+        with self._lock:
+            return self.version, fn(self._watch.snapshot)
+
+    def since(self, version: int, fn: Callable[[Change, FleetSnapshot], T]) -> T:
+        """Run `fn` on what changed after `version` (as one Change) and the snapshot, under the lock."""
+        assert self._watch is not None, "start() first"
+        with self._lock:
+            change = Change(
+                {d for d, v in self._changed.items() if v > version},
+                [e for v, e in self._recent if v > version],
+                {d for d, v in self._bench_changed.items() if v > version},
+                self.version,
+            )
+            return fn(change, self._watch.snapshot)
+
+    def recent_events(self, device: str) -> list[Event]:
+        """The events of `device` seen lately (some may not be in the history yet: it is written behind)."""
+        with self._lock:
+            return [e for _, e in self._recent if e.device == device]
+
     def _on_bench(self, device: str, record: BenchRecord) -> None:
         self._bench.add(device)
 
@@ -158,7 +192,13 @@ class LiveFleet:
                     self.deployment_states[(event.device, event.deployment_id)] = event.state
                 change = Change(self._tap.touched, events, self._bench)
                 self._tap.touched, self._bench = set(), set()
-                if change and self.listener:
+                if not change:
+                    continue
+                self.version = change.version = self.version + 1
+                self._changed.update(dict.fromkeys(change.devices, self.version))
+                self._bench_changed.update(dict.fromkeys(change.bench, self.version))
+                self._recent.extend((self.version, e) for e in events)
+                if self.listener:
                     self.listener(change, self._watch.snapshot)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
 RESYNC = "event: resync\ndata: {}\n\n"
@@ -16,9 +16,10 @@ PING = ": ping\n\n"
 CLOSE = ""  # not a frame: tells a page's stream to end
 
 
-def sse(event: str, data: str) -> str:
+def sse(event: str, data: str, event_id: str | None = None) -> str:
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
-    return f"event: {event}\n{lines}\n"
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\n{lines}\n"
 
 
 class Broadcast:
@@ -42,8 +43,11 @@ class Broadcast:
         """End every open stream (the server is stopping and should not wait for browsers to leave)."""
         self.publish(CLOSE)
 
-    async def frames(self, ping_s: float = 15.0) -> AsyncIterator[str]:
-        """What one page receives until it goes away."""
+    async def frames(
+        self, catch_up: Callable[[], str | None] | None = None, ping_s: float = 15.0
+    ) -> AsyncIterator[str]:
+        """What one page receives until it goes away: `catch_up()` (taken once the page is listening,
+        so nothing falls between the two), then every frame published."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue(self.per_client)
         client = (loop, queue)
@@ -51,6 +55,9 @@ class Broadcast:
             self._clients.add(client)
         try:
             yield "retry: 2000\n\n"
+            first = await asyncio.to_thread(catch_up) if catch_up else None
+            if first:
+                yield first
             while True:
                 try:
                     frame = await asyncio.wait_for(queue.get(), ping_s)

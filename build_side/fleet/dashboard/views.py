@@ -211,6 +211,13 @@ def device_events(history: History, fleet: str, device: str, limit: int = 200) -
     return list(reversed(history.events(fleet, device=device, limit=limit)))
 
 
+def merge_events(newest_first: list[Event], seen: list[Event]) -> list[Event]:
+    """The recorded events plus those seen (oldest first) but not recorded yet, newest first."""
+    have = {(e.deployment_id, e.seq) for e in newest_first}
+    extra = [e for e in seen if (e.deployment_id, e.seq) not in have]
+    return list(reversed(extra)) + newest_first
+
+
 __all__ = [
     "CATEGORIES",
     "CHART_METRICS",
@@ -226,6 +233,7 @@ __all__ = [
     "fleet_row",
     "fleet_rows",
     "live_state",
+    "merge_events",
     "online_state",
     "rollout_view",
 ]

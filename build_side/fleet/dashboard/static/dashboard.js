@@ -119,7 +119,9 @@
   const handle = handlers[page];
 
   // the stream -------------------------------------------------------------------------------------
-  const source = new EventSource("/stream");
+  // from the version the page shows: what changed since it was rendered comes first
+  const since = body.dataset.version;
+  const source = new EventSource(since === undefined ? "/stream" : `/stream?since=${since}`);
   source.addEventListener("open", () => { status.textContent = "live"; status.className = "live-status live"; });
   source.addEventListener("error", () => { status.textContent = "reconnecting"; status.className = "live-status down"; });
   source.addEventListener("resync", () => location.reload());

@@ -7,6 +7,7 @@ serves it and the browser must show it, live, with nothing written to its consol
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -18,6 +19,7 @@ from build_side.fleet.dashboard import DashboardSettings
 from build_side.fleet.history import History
 from build_side.fleet.rollout_store import RolloutParams, RolloutStore
 from edge_agent.contracts import BundleRef, DeploymentState
+from tests.conftest import cli
 from tests.fleet.dashboard_kit import (
     FleetPublisher,
     chromium_paths,
@@ -288,3 +290,57 @@ def test_a_thousand_devices_load_fast_and_a_rollout_across_them_does_not_fall_be
         assert js(browser, "return document.querySelectorAll('#fleet tbody tr').length") == n
         assert console_errors(browser) == []
         browser.get("about:blank")
+
+
+def test_a_real_rollout_is_followed_wave_by_wave_until_it_stops(
+    dash: Dash,
+    browser,  # type: ignore[no-untyped-def]
+    registry: Path,
+    key_file: Path,
+    scripted,  # type: ignore[no-untyped-def]
+) -> None:
+    """`slmops rollout` in its own process over scripted devices; dev-2 fails its health gate."""
+    for name in ("dev-0", "dev-1", "dev-2", "dev-3"):
+        fail = {"tiny-chat@2.0.0"} if name == "dev-2" else None
+        scripted(name, groups=("lab",), active="tiny-chat@1.0.0", fail=fail, delay_s=0.3)
+    url = dash.start()
+    argv = cli(
+        "slmops", "rollout", "tiny-chat@2.0.0", "--group", "lab", "--canary", "1", "--growth", "2",
+        "--wave-timeout", "30", "--registry", str(registry), "--fleet", dash.fleet, "--key", str(key_file),
+        "--db", str(dash.db), "--json",
+    )  # fmt: skip
+    runner = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        rollouts: list = []
+        while not rollouts and time.monotonic() < deadline:
+            with History(dash.db) as history:
+                rollouts = RolloutStore(history).list(dash.fleet)
+            time.sleep(0.05)
+        assert rollouts, "the rollout did not start"
+        browser.get(f"{url}/rollouts/{rollouts[0].id}")
+        live(browser)
+        # the status and every wave's counts, read at once: [status, [[wave status, devices, counts...]...]]
+        read = (
+            "return [document.getElementById('ro-status').textContent, "
+            "[...document.querySelectorAll('#waves tbody tr')].map(r => "
+            "[...r.querySelectorAll('td')].slice(1, 9).map(td => td.textContent.trim()))]"
+        )
+        seen: list = []
+        while time.monotonic() < deadline + 30:
+            seen.append(js(browser, read))
+            if seen[-1][0] == "rolled-back":
+                break
+            time.sleep(0.1)
+    finally:
+        runner.wait(timeout=60)
+    assert runner.returncode == 2, runner.stderr.read() if runner.stderr else ""
+    status, final = seen[-1]
+    assert status == "rolled-back"
+    # columns: status, devices, pending, published, in progress, succeeded, failed, rolled back
+    assert final[0] == ["succeeded", "1", "0", "0", "0", "1", "0", "0"]
+    assert final[1] == ["rolled-back", "2", "0", "0", "0", "1", "1", "2"]
+    assert final[2] == ["pending", "1", "1", "0", "0", "0", "0", "0"]
+    assert any(row[4] != "0" for _, waves in seen for row in waves), "never showed a device under way"
+    assert "stopped at wave 1" in browser.find_element("id", "ro-stands").text
+    assert console_errors(browser) == []

@@ -158,8 +158,8 @@ class BrokerSession:
     def subscribe(self, *patterns: str, qos: int = 1) -> None:
         """Subscribe (QoS 1 unless told) and wait for the SUBACK of each pattern.
 
-        QoS 0 suits a reader that only looks: the broker never drops its messages for a full queue,
-        which at QoS 1 it does to a client more than `max_queued_messages` behind."""
+        QoS 0 suits a reader that only looks (the dashboard): Mosquitto sends it on at once, while at
+        QoS 1 it drops messages to a client more than `max_queued_messages` (1000) behind."""
         for pattern in patterns:
             rc, mid = self._client.subscribe(pattern, qos=qos)
             if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from build_side.cli.fleet_dashboard_cmd import dashboard_cmd
 from build_side.cli.fleet_render import bench_table, event_line, rollout_table, status_table
 from build_side.cli.output import console, err_console, print_json, table
 from build_side.fleet import settings
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_cmd)
     app.command("rollout")(rollout_cmd)
     app.add_typer(fleet_app, name="fleet")
+    fleet_app.command("dashboard")(dashboard_cmd)
 
 
 # Options shared by the commands -------------------------------------------------------------------

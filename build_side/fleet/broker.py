@@ -155,10 +155,13 @@ class BrokerSession:
 
     # subscribing -------------------------------------------------------------------------------------
 
-    def subscribe(self, *patterns: str) -> None:
-        """Subscribe at QoS 1 and wait for the SUBACK of each pattern."""
+    def subscribe(self, *patterns: str, qos: int = 1) -> None:
+        """Subscribe (QoS 1 unless told) and wait for the SUBACK of each pattern.
+
+        QoS 0 suits a reader that only looks (the dashboard): Mosquitto sends it on at once, while at
+        QoS 1 it drops messages to a client more than `max_queued_messages` (1000) behind."""
         for pattern in patterns:
-            rc, mid = self._client.subscribe(pattern, qos=1)
+            rc, mid = self._client.subscribe(pattern, qos=qos)
             if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
                 raise BrokerError(f"cannot subscribe to {pattern}: {mqtt.error_string(rc)}")
             done, result = self._ack_slot(mid)

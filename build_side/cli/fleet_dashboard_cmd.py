@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import FrameType
 
 import typer
@@ -33,7 +32,11 @@ def dashboard_cmd(
         "--registry",
         help="Registry directory or URL (default $SLMOPS_REGISTRY or $SLMOPS_HOME/registry).",
     ),
-    db: Path | None = typer.Option(None, "--db", help="History database (default $SLMOPS_HOME/fleet.db)."),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="History database: a path or a database URL (default $SLMOPS_DB or $SLMOPS_HOME/fleet.db).",
+    ),
 ) -> None:
     """Serve a read-only web dashboard: the fleet, rollouts wave by wave, each device's events and
     bench over releases, and the registry, updated live from the broker (server-sent events)."""
@@ -46,7 +49,7 @@ def dashboard_cmd(
         conf = DashboardSettings(
             broker=broker or settings.broker_url(),
             fleet=fleet or settings.fleet_id(),
-            db=db or settings.history_path(),
+            db=db or settings.history_location(),
             registry=registry or settings.registry_location(),
             host=host,
             port=port,

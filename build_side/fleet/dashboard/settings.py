@@ -7,7 +7,6 @@ agent's API follows (edge_agent/serving/settings.py), because fleet state is nob
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,7 +16,9 @@ class DashboardSettings(BaseModel):
 
     broker: str = Field(description="MQTT broker URL whose retained state and live messages are shown")
     fleet: str = Field(description="fleet id")
-    db: Path = Field(description="the operator's history database (events, bench records, rollouts)")
+    db: str = Field(
+        description="the operator's history database (events, bench records, rollouts): a path or a database URL"
+    )
     registry: str = Field(description="registry directory or URL for the Registry page")
     host: str = Field("127.0.0.1", description="bind address; anything but loopback needs key")
     port: int = Field(8090, ge=0, le=65535, description="0 picks a free port")

@@ -7,8 +7,9 @@ agent's API follows (edge_agent/serving/settings.py), because fleet state is nob
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DashboardSettings(BaseModel):
@@ -24,6 +25,11 @@ class DashboardSettings(BaseModel):
     port: int = Field(8090, ge=0, le=65535, description="0 picks a free port")
     key: str | None = Field(None, description="required (Bearer, cookie or ?key=) when set")
     tick_s: float = Field(0.2, gt=0, le=5, description="how often live changes are gathered and pushed")
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
 
     @model_validator(mode="after")
     def _exposed_needs_key(self) -> DashboardSettings:

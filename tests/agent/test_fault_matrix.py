@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,11 +97,13 @@ def world(tmp_path_factory, tiny_variants, signing_key, keys_dir) -> Iterator[di
     registry_dir = root / "registry"
     registry_dir.mkdir()
     bundles = {}
-    for version in ("1.0.0", "2.0.0"):
+    # 2.0.0 ships other weights than 1.0.0 (the device holds 1.0.0's files and would link them instead
+    # of downloading), so DOWNLOADING has bytes to fetch and the faults there meet a real download.
+    for version, variant in (("1.0.0", "cpu-fp32"), ("2.0.0", "cpu-int4")):
         made = assemble(
             convert_dir,
             root / "bundles",
-            BundleSettings(name="tiny-chat", version=version, variants=["cpu-int4"]),
+            BundleSettings(name="tiny-chat", version=version, variants=[variant]),
             signing_key,
         ).path
         bundles[version] = publish(made, registry_dir, signing_key).path
@@ -206,7 +208,9 @@ def check_nothing_lost(state: Path, deployment_id: str, active: str) -> list[str
 def test_fault_matrix(fault: str, step: str, world: dict, tmp_path: Path, signing_key, request) -> None:
     disk = request.getfixturevalue("small_disk") if fault == "disk full" else tmp_path
     state = disk / "state"
-    shutil.copytree(world["template"], state, symlinks=True)
+    # cp -a keeps the store's hardlinks (a version's files and their blobs are one inode each), so
+    # the copy takes on the small disk what the device's own state takes.
+    subprocess.run(["cp", "-a", str(world["template"]), str(state)], check=True)
     broker: Mosquitto = world["broker"]
     registry: Registry = world["registry"]
     dep = f"{fault.split()[0].strip('-').lower()}-{step.lower()}"

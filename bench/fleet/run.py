@@ -132,17 +132,25 @@ def run_operator(argv: list[str], env: dict[str, str]) -> tuple[int, str, str, f
 
 
 class Seeder:
-    """Retained reported/state of devices that are not simulated live, for `fleet status` at scale."""
+    """Retained reported/state of devices that are not simulated live, for `fleet status` at scale.
 
-    def __init__(self, broker: str, fleet: str, names: list[str], bundle: str) -> None:
-        self.address = BrokerAddress.parse(broker)
-        self.fleet, self.names, self.bundle = fleet, names, bundle
-        self.client = new_client(self.address.protocol, f"seed-{uuid.uuid4().hex[:8]}")
-        if self.address.username:
-            self.client.username_pw_set(self.address.username, self.address.password)
-        self.client.on_message = lambda *_a: threading.Thread(target=self.publish_all, daemon=True).start()
-        self._ready = threading.Event()
-        self.client.on_connect = lambda *_a: self._ready.set()
+    One more connection on the simulator's loop; on a roll-call broker it answers for all of them.
+    """
+
+    def __init__(self, sim: FleetSimulator, names: list[str], bundle: str) -> None:
+        self.sim, self.names, self.bundle = sim, names, bundle
+        self.fleet = sim.config.fleet
+        address = sim.address
+        self.client = new_client(address.protocol, f"seed-{uuid.uuid4().hex[:8]}")
+        if address.username:
+            self.client.username_pw_set(address.username, address.password)
+        self.client.on_message = lambda *_a: self.publish_all()
+        self.client.on_publish = self._acked
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *_a: self._connected.set()
+        self._acks = 0
+        self._want = 0
+        self._all_acked = threading.Event()
 
     def reported(self, name: str) -> bytes:
         rep = ReportedState(
@@ -154,34 +162,44 @@ class Seeder:
         )
         return rep.model_dump_json(by_alias=True).encode()
 
+    def _acked(self, *_args: object) -> None:
+        self._acks += 1
+        if self._acks >= self._want:
+            self._all_acked.set()
+
     def publish_all(self, clear: bool = False) -> None:
-        infos = []
+        """Queue every seeded device's retained messages (on the loop's thread)."""
         for name in self.names:
             for kind, body in (("reported", self.reported(name)), ("state", b"online")):
-                infos.append(
-                    self.client.publish(device_topic(self.fleet, name, kind), b"" if clear else body, 1, True)
-                )
-            if len(infos) > 2000:  # keep paho's in-flight queue bounded
-                for info in infos:
-                    info.wait_for_publish(30)
-                infos = []
-        for info in infos:
-            info.wait_for_publish(30)
+                self._want += 1
+                self.client.publish(device_topic(self.fleet, name, kind), b"" if clear else body, 1, True)
+
+    def _publish_and_wait(self, clear: bool = False) -> None:
+        self._all_acked.clear()
+        self.sim.call(self.publish_all, clear)
+        if not self._all_acked.wait(300):
+            raise TimeoutError(f"the broker acknowledged {self._acks} of {self._want} seeded messages")
 
     def __enter__(self) -> Seeder:
-        self.client.connect(self.address.host, self.address.port, **connect_options(self.address.protocol))
-        self.client.loop_start()
-        self._ready.wait(10)
-        self.publish_all()
-        if self.address.roll_call:
-            self.client.subscribe(roll_call_topic(self.fleet), 1)
+        address = self.sim.address
+
+        def connect() -> None:
+            self.sim.pump.attach(self.client, lambda: 1.0)
+            self.client.connect(address.host, address.port, **connect_options(address.protocol))
+
+        self.sim.call(connect)
+        if not self._connected.wait(30):
+            raise TimeoutError("the seeding connection did not connect")
+        self._publish_and_wait()
+        if address.roll_call:
+            self.sim.call(self.client.subscribe, roll_call_topic(self.fleet), 1)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.client.unsubscribe(roll_call_topic(self.fleet))
-        self.publish_all(clear=True)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.sim.call(self.client.unsubscribe, roll_call_topic(self.fleet))
+        self._publish_and_wait(clear=True)
+        self.sim.pump.detach(self.client)
+        self.sim.call(self.client.disconnect)
 
 
 def wave_times(report: dict[str, Any], sim: FleetSimulator, bundle_ref: str) -> list[dict[str, Any]]:
@@ -358,7 +376,7 @@ def run_fleet_bench(opts: FleetBenchOptions, say=print) -> FleetBenchResult:  # 
             say(f"fleet status over {seen} devices: {wall} s")
             for total in sorted(n for n in opts.status_at if n > opts.devices):
                 names = [f"seed-{i:05d}" for i in range(total - opts.devices)]
-                with Seeder(opts.broker, fleet, names, f"{BUNDLE}@1.0.0"):
+                with Seeder(sim, names, f"{BUNDLE}@1.0.0"):
                     wall, seen = time_status(common_status, env)
                 status_s[total] = wall
                 say(f"fleet status over {seen} devices: {wall} s")

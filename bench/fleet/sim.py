@@ -8,13 +8,14 @@ manifest is fetched from the registry over HTTP and its SHA-256 compared with th
 delays, and the deployment ends SUCCEEDED, or FAILED / ROLLED_BACK when a drawn failure says so.
 A crash drops the connection without a goodbye (the will says `offline`), comes back, and resumes.
 
-The walks run as coroutines on one asyncio loop (one thread); paho's network threads only hand
-messages over to it. Failure draws are seeded per (seed, device, deployment), so a run repeats.
+Everything runs on one asyncio loop in one thread: the paho clients are driven by it (bench.fleet.pump,
+epoll rather than paho's select-based threads) and the walks are coroutines on it. Failure draws are seeded per (seed, device, deployment), so a run repeats.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 import paho.mqtt.client as mqtt
 
+from bench.fleet.pump import AsyncioPump, drop
 from build_side.fleet.broker import BrokerAddress
 from edge_agent.contracts import (
     ActiveModel,
@@ -41,6 +43,7 @@ from edge_agent.transports.mqtt_protocol import connect_options, new_client
 from edge_agent.transports.topics import DeviceTopics
 
 S = DeploymentState
+log = logging.getLogger(__name__)
 STEPS = ("download", "health", "crash")  # what --fail-rate STEP=P can name
 
 
@@ -95,6 +98,7 @@ class Counters:
     events: int = 0
     garbage: int = 0
     manifest_fetches: int = 0
+    crashes: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -137,19 +141,25 @@ class SimDevice:
         if addr.username:
             self.client.username_pw_set(addr.username, addr.password)
         self.client.will_set(self.topics.state, b"offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        self.crashing = False
 
-    # connection (paho's thread) ----------------------------------------------------------------------
+    # connection (on the loop's thread) ---------------------------------------------------------------
 
     def connect(self) -> None:
         addr = self.sim.address
+        self.sim.pump.attach(self.client, self._reconnect_delay)
         self.client.connect(
             addr.host, addr.port, keepalive=self.sim.config.keepalive, **connect_options(addr.protocol)
         )
-        self.client.loop_start()
+
+    def _reconnect_delay(self) -> float:
+        if self.crashing:  # the simulated outage
+            self.crashing = False
+            return self.sim.config.crash_offline_s
+        return 1.0
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
@@ -180,14 +190,12 @@ class SimDevice:
         else:
             self.publish(self.topics.state, b"offline", retain=True)
         self.client.disconnect()
-        self.client.loop_stop()
 
     def crash(self) -> None:
         """Drop the TCP connection without DISCONNECT: the broker publishes our will (`offline`)."""
         self.connected.clear()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
+        self.crashing = True
+        drop(self.client)
 
     # reporting ---------------------------------------------------------------------------------------
 
@@ -291,8 +299,8 @@ class SimDevice:
         step(S.INSTALLING)
         if risky and draw["crash"] < cfg.failures.crash and dep_id not in self.crashed_once:
             self.crashed_once.add(dep_id)
+            self.sim.counters.add("crashes")
             self.crash()
-            await asyncio.sleep(cfg.crash_offline_s)
             await sim.wait_connected(self)
             step(S.INSTALLING)  # resumed from the journal, as a restarted agent does
         await asyncio.sleep(cfg.step_delay_s)
@@ -337,6 +345,8 @@ class FleetSimulator:
         ]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleet-sim", daemon=True)
+        self.pump = AsyncioPump(self._loop)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
         self._manifests: dict[str, bytes] = {}
 
@@ -349,29 +359,58 @@ class FleetSimulator:
 
     def start(self, timeout_s: float = 120.0) -> None:
         self._thread.start()
-        self._http = asyncio.run_coroutine_threadsafe(self._make_http(), self._loop).result()
-        for d in self.devices:
-            d.connect()
+        self._http = self.call(self._make_http)
+        for i in range(0, len(self.devices), 50):  # in batches, so CONNACKs are read meanwhile
+            self.call(self._connect_batch, self.devices[i : i + 50])
         deadline = time.monotonic() + timeout_s
         for d in self.devices:
             if not d.connected.wait(max(deadline - time.monotonic(), 0)):
                 raise TimeoutError(f"{d.device} did not connect to {self.address} within {timeout_s:.0f} s")
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run `fn(*args)` (a coroutine function or a plain one) on the loop's thread; return its result."""
+
+        async def run():  # type: ignore[no-untyped-def]
+            out = fn(*args)
+            return await out if asyncio.iscoroutine(out) else out
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(120)
+
+    @staticmethod
+    def _connect_batch(devices: list[SimDevice]) -> None:
+        for d in devices:
+            d.connect()
 
     async def _make_http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.config.registry_url, timeout=30, limits=httpx.Limits(max_connections=32)
         )
 
-    def stop(self, clear: bool = False) -> None:
-        for d in self.devices:
-            d.stop(clear)
+    def stop(self, clear: bool = False, timeout_s: float = 30.0) -> None:
+        """Each device says goodbye (or clears its retained topics), then disconnects; the loop ends."""
+        if not self._thread.is_alive():
+            return
+        self.pump.stopping = True
+        self.call(lambda: [d.stop(clear) for d in self.devices])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(d.client.is_connected() for d in self.devices):
+            time.sleep(0.1)
         if self._http is not None:
-            asyncio.run_coroutine_threadsafe(self._http.aclose(), self._loop).result(10)
+            self.call(self._http.aclose)
+        self.call(self.pump.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
     def submit(self, coro) -> None:  # type: ignore[no-untyped-def]
-        asyncio.run_coroutine_threadsafe(coro, self._loop)
+        """Start a walk (called on the loop's thread, from a paho callback); a crash in it is printed."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a simulated device's walk failed", exc_info=task.exception())
 
     async def wait_connected(self, device: SimDevice, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

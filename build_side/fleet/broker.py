@@ -231,7 +231,7 @@ class BrokerSession:
     def sync(self) -> None:
         """Return once everything the broker queued for us before now has been delivered."""
         if not self._sync_subscribed:
-            self.subscribe(sync_topic(self.fleet, "+"))
+            self.subscribe(sync_topic(self.fleet, "+"), qos=0)  # the same path as the snapshot's messages
             self._sync_subscribed = True
         token = uuid.uuid4().hex
         # Not retained, and our session is clean: nothing of it outlives us (no message expiry needed).

@@ -168,11 +168,15 @@ def collect_snapshot(
 ) -> FleetSnapshot:
     """Everything retained for the fleet, now. Subscriptions stay on, so live updates keep arriving."""
     snap = FleetSnapshot(session.fleet)
+    # QoS 0: a broker queues at most so many QoS 1 messages per client (Mosquitto's
+    # max_queued_messages, 1000 by default) and drops the rest of a burst of retained messages; at
+    # QoS 0 it writes them straight out. A retained state missed is read again by the next snapshot.
     session.subscribe(
         device_pattern(session.fleet, "reported"),
         device_pattern(session.fleet, "state"),
         device_pattern(session.fleet, "desired"),
         group_desired_pattern(session.fleet),
+        qos=0,
     )
     session.sync()
     for msg in session.drain():

@@ -64,12 +64,17 @@ def connect_options(protocol: str, persistent: bool = False, session_expiry_s: i
 
 
 def refused_line(url: str, protocol: str, reason: object) -> str:
-    """One line for a broker that turned our CONNECT down."""
+    """One line for a broker that turned our CONNECT down (or closed the socket instead of answering)."""
     text = str(reason)
+    other = "3.1.1" if protocol == "5" else "5"
     hint = ""
-    if "protocol" in text.lower() or "closed" in text.lower():
-        other = "3.1.1" if protocol == "5" else "5"
-        hint = f"; if it does not speak MQTT {protocol}, try protocol {other} (?protocol={other})"
+    if "protocol" in text.lower():
+        hint = f"; try MQTT {other} (?protocol={other})"
+    elif "closed" in text.lower():
+        hint = (
+            f" (a broker that does not speak MQTT {protocol} does that, e.g. RabbitMQ with 5: try "
+            f"?protocol={other}; so does one out of connections or file descriptors)"
+        )
     return f"the MQTT broker at {url} refused MQTT {protocol}: {text}{hint}"
 
 

@@ -16,6 +16,7 @@ three and prints their URLs.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,11 @@ def _wait_port(port: int, timeout_s: float, what: str) -> None:
     raise BrokerError(f"{what} did not start listening on {HOST}:{port} within {timeout_s:.0f} s")
 
 
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
 def mosquitto() -> LocalBroker:
     if not broker_listening(HOST, 1883):
         if not shutil.which("mosquitto"):
@@ -76,7 +82,9 @@ def rabbitmq(port: int = RABBITMQ_MQTT_PORT) -> LocalBroker:
         env = os.environ | {
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f'-rabbitmq_mqtt tcp_listeners [{{"{HOST}",{port}}}]'
         }
-        subprocess.run(["rabbitmq-server", "-detached"], env=env, check=True)
+        # One descriptor per MQTT connection: the usual soft limit of 1024 runs out near 1,000
+        # devices, and then RabbitMQ's own monitors crash with the listener (seen here).
+        subprocess.run(["rabbitmq-server", "-detached"], env=env, check=True, preexec_fn=_raise_nofile)
         subprocess.run(["rabbitmqctl", "-q", "wait", "--timeout", "60", "--pid", "0"], capture_output=True)
         for _ in range(60):
             if subprocess.run(["rabbitmqctl", "-q", "ping"], capture_output=True).returncode == 0:

@@ -66,6 +66,8 @@ class RolloutRun:
     operator_cpu_s: float
     broker_messages: int
     unreadable_counted: int  # what the operator said it ignored (the garbage devices' messages)
+    planned: int  # devices the rollout put in waves
+    skipped: dict[str, int]  # why the others were left out: reason -> devices
     problems: list[str]
 
 
@@ -273,6 +275,7 @@ def rollout_run(
         "--json",
         *common,
     ]
+    sim.wait_settled()
     rc, out, err, wall, rss, cpu = run_operator(argv, env)
     sim.wait_idle(60)
     problems: list[str] = []
@@ -284,6 +287,17 @@ def rollout_run(
     waves = wave_times(report, sim, ref)
     expected = "succeeded" if name == "converge" else "rolled-back"
     status = report.get("status", "error")
+    planned = sum(len(w["devices"]) for w in report.get("waves", []))
+    skipped: dict[str, int] = {}
+    for d in report.get("skipped", []):
+        skipped[d["detail"] or "?"] = skipped.get(d["detail"] or "?", 0) + 1
+    group_size = sum(1 for d in sim.devices if "g0" in d.topics.groups)
+    if report and planned + sum(skipped.values()) != group_size:
+        problems.append(
+            f"the rollout saw {planned + sum(skipped.values())} of the group's {group_size} devices"
+        )
+    if name == "converge" and skipped:
+        problems.append(f"skipped {skipped}")
     if name == "converge":
         not_ok = [
             d["device"] for w in report.get("waves", []) for d in w["devices"] if d["status"] != "succeeded"
@@ -314,6 +328,8 @@ def rollout_run(
         operator_cpu_s=round(cpu, 2),
         broker_messages=published + received,
         unreadable_counted=int(counted.group(1)) if counted else 0,
+        planned=planned,
+        skipped=skipped,
         problems=problems,
     )
 

@@ -99,6 +99,7 @@ class Counters:
     garbage: int = 0
     manifest_fetches: int = 0
     crashes: int = 0
+    acked: int = 0  # PUBACKs the devices got for what they published
     rejected: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -143,6 +144,7 @@ class SimDevice:
         self.client.will_set(self.topics.state, b"offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_publish = lambda *_a: sim.counters.add("acked")
         self.connected = threading.Event()
         self.crashing = False
 
@@ -366,6 +368,8 @@ class FleetSimulator:
         for d in self.devices:
             if not d.connected.wait(max(deadline - time.monotonic(), 0)):
                 raise TimeoutError(f"{d.device} did not connect to {self.address} within {timeout_s:.0f} s")
+        if not self.wait_settled(max(deadline - time.monotonic(), 1.0)):
+            raise TimeoutError(f"{self.address} did not acknowledge the devices' first reports in time")
 
     def call(self, fn, *args):  # type: ignore[no-untyped-def]
         """Run `fn(*args)` (a coroutine function or a plain one) on the loop's thread; return its result."""
@@ -380,6 +384,16 @@ class FleetSimulator:
     def _connect_batch(devices: list[SimDevice]) -> None:
         for d in devices:
             d.connect()
+
+    def wait_settled(self, timeout_s: float = 120.0) -> bool:
+        """Until the broker acknowledged everything the devices published (their retained states are
+        stored, so an operator starting now sees all of them)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.counters.acked >= self.counters.published:
+                return True
+            time.sleep(0.1)
+        return False
 
     async def _make_http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

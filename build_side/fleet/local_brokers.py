@@ -1,5 +1,7 @@
 """The three MQTT brokers slmops is tried on, started on this machine when they are not running.
 
+Ports: $SLMOPS_RABBITMQ_MQTT_PORT and $SLMOPS_NATS_MQTT_PORT override 1884 and 1885.
+
 mosquitto  mqtt://127.0.0.1:1883                                   MQTT 5 (and 3.1.1)
 rabbitmq   mqtt://guest:guest@127.0.0.1:1884?protocol=3.1.1&roll-call=on
            RabbitMQ's MQTT plugin, enabled on a running node without a restart: the listener is set
@@ -29,8 +31,8 @@ from build_side.fleet.errors import BrokerError
 from build_side.fleet.local_agent import broker_listening
 
 HOST = "127.0.0.1"
-RABBITMQ_MQTT_PORT = 1884
-NATS_MQTT_PORT = 1885
+RABBITMQ_MQTT_PORT = int(os.environ.get("SLMOPS_RABBITMQ_MQTT_PORT") or 1884)
+NATS_MQTT_PORT = int(os.environ.get("SLMOPS_NATS_MQTT_PORT") or 1885)
 NATS_CLIENT_PORT = 4225  # the packaged nats-server service holds 4222
 
 
@@ -77,7 +79,7 @@ def rabbitmq(port: int = RABBITMQ_MQTT_PORT) -> LocalBroker:
         return LocalBroker("rabbitmq", url, port, "3.1.1")
     if not shutil.which("rabbitmqctl"):
         raise BrokerError("RabbitMQ is not installed (rabbitmqctl not found)")
-    if subprocess.run(["rabbitmqctl", "-q", "ping"], capture_output=True).returncode != 0:
+    if subprocess.run(["rabbitmqctl", "-q", "ping"], capture_output=True, timeout=60).returncode != 0:
         # Start the node with the MQTT listener already on our port (1883 is Mosquitto's).
         env = os.environ | {
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f'-rabbitmq_mqtt tcp_listeners [{{"{HOST}",{port}}}]'
@@ -93,7 +95,10 @@ def rabbitmq(port: int = RABBITMQ_MQTT_PORT) -> LocalBroker:
     listener = f'application:load(rabbitmq_mqtt), application:set_env(rabbitmq_mqtt, tcp_listeners, [{{"{HOST}", {port}}}]).'
     steps = [["rabbitmqctl", "eval", listener], ["rabbitmq-plugins", "enable", "rabbitmq_mqtt"]]
     for argv in steps:
-        done = subprocess.run(argv, capture_output=True, text=True)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"{' '.join(argv[:2])} did not finish in 120 s (is the node healthy?)") from exc
         if done.returncode != 0:
             raise BrokerError(f"{' '.join(argv[:2])} failed: {(done.stderr or done.stdout).strip()[-300:]}")
     _wait_port(port, 30, "RabbitMQ's MQTT plugin")

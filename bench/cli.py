@@ -385,3 +385,89 @@ def serve_cmd(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("fleet")
+def fleet_cmd(
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883",
+        "--broker",
+        help="MQTT broker URL; ?protocol=3.1.1 for RabbitMQ or NATS, &roll-call=on for RabbitMQ.",
+    ),
+    devices: int = typer.Option(1000, "--devices", min=1, help="Simulated devices (one connection each)."),
+    groups: int = typer.Option(
+        1, "--groups", min=1, help="Groups the devices are spread over; g0 is rolled out."
+    ),
+    fail_rate: list[str] = typer.Option(
+        ["crash=0.01"],
+        "--fail-rate",
+        help="STEP=P for the converging run: download, health or crash (repeatable).",
+    ),
+    abort_fail_rate: list[str] = typer.Option(
+        ["health=0.2"], "--abort-fail-rate", help="STEP=P for the aborting run (repeatable)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Failure draws are seeded per device and deployment."),
+    canary: float = typer.Option(0.01, "--canary", help="The rollout's first wave (share or count)."),
+    growth: float = typer.Option(
+        5.0, "--growth", help="Each later wave is this many times the previous one."
+    ),
+    max_failed: float = typer.Option(
+        0.05, "--max-failed", help="The rollout's abort threshold (failed share)."
+    ),
+    step_delay: float = typer.Option(0.05, "--step-delay", help="Seconds between a device's install steps."),
+    status_at: list[int] = typer.Option(
+        [10_000], "--status-at", help="Also time fleet status at this many devices."
+    ),
+    garbage: int = typer.Option(2, "--garbage", help="Devices that also publish unreadable messages."),
+    results: Path | None = typer.Option(
+        None, help="Results file (default: $SLMOPS_HOME/bench/results.jsonl)."
+    ),
+    save: bool = typer.Option(True, "--save/--no-save", help="Append the records to the results file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """A staged rollout over simulated devices on a real broker: one converging run, one aborting run.
+
+    The devices check signature, revision and expiry with the agent's own code, fetch and hash the
+    manifest from a real registry server, and walk the real event sequence; `slmops rollout` is the
+    real operator in its own process. Prints time to converge, per-wave time, events/s, broker
+    messages, the operator's peak RSS and CPU seconds, and `slmops fleet status` times.
+    """
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from bench import history
+    from bench.fleet import FailureRates, FleetBenchOptions, fleet_records, fleet_table, run_fleet_bench
+
+    err = Console(stderr=True)
+    try:
+        rates, abort_rates = FailureRates.parse(fail_rate), FailureRates.parse(abort_fail_rate)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    opts = FleetBenchOptions(
+        broker=broker,
+        devices=devices,
+        groups=groups,
+        seed=seed,
+        failures=rates,
+        abort_failures=abort_rates,
+        canary=canary,
+        growth=growth,
+        max_failed=max_failed,
+        step_delay_s=step_delay,
+        garbage_devices=garbage,
+        status_at=status_at,
+    )
+    result = run_fleet_bench(opts, say=lambda m: err.print(m, markup=False, highlight=False))
+    if save:
+        path = results or history.default_results_path()
+        history.append_records(path, fleet_records(result))
+        err.print(f"appended records to {path}")
+    if as_json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        wide_console().print(fleet_table(result))
+    if not result.ok:
+        raise typer.Exit(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_agent.contracts.common import DeviceId
 from edge_agent.errors import ConfigError
 from edge_agent.serving.settings import ApiSettings, RuntimeSettings
+from edge_agent.transports.mqtt_protocol import MqttProtocol, normalize_protocol, protocol_from_url
 
 ENV_PREFIX = "EDGE_AGENT_"
 ENV_SKIP = {"CONFIG"}  # EDGE_AGENT_CONFIG names the file; it is not a setting
@@ -36,7 +37,13 @@ class MqttTls(Section):
 
 
 class MqttSettings(Section):
-    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="mqtt://[user:pass@]host:port or mqtts://...; `?protocol=3.1.1` as the field below",
+    )
+    protocol: MqttProtocol = Field(
+        "5", description='"5" or "3.1.1" (RabbitMQ\'s and NATS\'s MQTT speak 3.1.1 only)'
+    )
     username: str | None = None
     password: str | None = None
     tls: MqttTls = Field(default_factory=MqttTls)
@@ -55,7 +62,27 @@ class MqttSettings(Section):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"{value!r} is not mqtt://host[:port] or mqtts://host[:port]")
+        protocol_from_url(value)  # a bad ?protocol= fails here, naming the key
         return value
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: object) -> str:
+        return normalize_protocol(value)  # YAML reads `protocol: 5` as a number
+
+    @model_validator(mode="after")
+    def _from_url(self) -> MqttSettings:
+        """`?protocol=` and `user:pass@` in the URL fill the fields; a contradiction is an error."""
+        in_url = protocol_from_url(self.url)
+        if in_url and "protocol" in self.model_fields_set and in_url != self.protocol:
+            raise ValueError(f"url says protocol {in_url} but protocol is {self.protocol}")
+        if in_url:
+            self.protocol = in_url  # type: ignore[assignment]
+        parts = urlsplit(self.url)
+        if parts.username and not self.username:
+            self.username = unquote(parts.username)
+            self.password = unquote(parts.password) if parts.password else self.password
+        return self
 
     @property
     def host(self) -> str:

@@ -111,6 +111,44 @@ def mqtt_broker() -> tuple[str, int]:
     return MQTT_HOST, MQTT_PORT
 
 
+@pytest.fixture(scope="session")
+def local_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Brokers started for this session by `any_broker` (stopped at the end if we started them)."""
+    started: dict[str, object] = {}
+    yield started
+    for broker in started.values():
+        broker.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["mosquitto", "rabbitmq", "nats"])
+def any_broker(
+    request: pytest.FixtureRequest, local_brokers: dict, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The URL of each broker slmops runs on: Mosquitto (MQTT 5), RabbitMQ's MQTT and NATS (3.1.1).
+
+    Started when not running (build_side.fleet.local_brokers); skipped where the broker is not
+    installed, failed where it is installed but will not start.
+    """
+    import shutil
+
+    from build_side.fleet import local_brokers as lb
+    from build_side.fleet.errors import BrokerError
+
+    name = request.param
+    if name not in local_brokers:
+        if name == "rabbitmq" and not shutil.which("rabbitmqctl"):
+            pytest.skip("RabbitMQ is not installed")
+        if name == "nats" and not shutil.which("nats-server"):
+            pytest.skip("nats-server is not installed")
+        try:
+            local_brokers[name] = (
+                lb.nats(workdir=tmp_path_factory.mktemp("nats")) if name == "nats" else lb.STARTERS[name]()
+            )
+        except BrokerError as exc:
+            pytest.fail(f"{name}: {exc}")
+    return local_brokers[name].url  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def fleet_id() -> str:
     """A fleet id unique to the test, so retained messages of other tests never leak in."""

@@ -306,6 +306,8 @@ def rollout_cmd(
                 runner.abandon(old, "abandoned by --new")
                 say(f"abandoned unfinished rollout {old.id}")
         report = runner.run(runner.start(group, bundle, params))
+        if line := watch.unreadable_line():
+            err_console.print(line, markup=False, highlight=False)
     if json_out:
         print_json(report.to_json())
     else:

@@ -1,9 +1,13 @@
-"""The operator's MQTT 5 session: publish retained QoS 1 and wait for PUBACK, subscribe, and sync.
+"""The operator's MQTT session (5 or 3.1.1): publish retained QoS 1 and wait for PUBACK, subscribe, sync.
 
 paho-mqtt runs its network loop on a thread; every message received is put on one queue that the
 caller drains on its own thread, so no slmops code runs inside paho's callbacks except that hand-off.
 `sync()` is a barrier: after it returns, every retained message of the subscriptions made so far has
 been delivered (the broker sends retained messages right after SUBACK, before our own echo).
+
+The URL chooses the protocol (`?protocol=3.1.1`, default 5) and, for a broker that delivers retained
+messages only to subscriptions without wildcards (RabbitMQ's MQTT plugin), `?roll-call=on`: the
+snapshot then asks the devices to publish their reported state again (status.py).
 """
 
 from __future__ import annotations
@@ -13,15 +17,21 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from build_side.fleet.errors import BrokerError
 from build_side.fleet.topics import sync_topic
+from edge_agent.transports.mqtt_protocol import (
+    connect_options,
+    new_client,
+    normalize_protocol,
+    refused_line,
+)
+
+_QUERY_KEYS = {"protocol", "roll-call"}
+_YES, _NO = {"1", "on", "yes", "true"}, {"0", "off", "no", "false"}
 
 
 @dataclass(frozen=True)
@@ -38,13 +48,28 @@ class BrokerAddress:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    protocol: str = "5"
+    roll_call: bool = False
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """`mqtt://[user:pass@]host[:1883]` or `mqtts://...:8883`."""
+        """`mqtt://[user:pass@]host[:1883][?protocol=3.1.1&roll-call=on]` or `mqtts://...:8883`."""
         parsed = urlparse(url if "://" in url else f"mqtt://{url}")
         if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
             raise BrokerError(f"{url!r} is not a broker URL (expected mqtt://host:port or mqtts://...)")
+        query = {k: v[-1] for k, v in parse_qs(parsed.query, keep_blank_values=True).items()}
+        unknown = sorted(set(query) - _QUERY_KEYS)
+        if unknown:
+            raise BrokerError(
+                f"{url!r}: unknown broker URL option {unknown[0]!r} (known: protocol, roll-call)"
+            )
+        try:
+            protocol = normalize_protocol(query.get("protocol", "5"))
+        except ValueError as exc:
+            raise BrokerError(f"{url!r}: {exc}") from exc
+        roll_call = query.get("roll-call", "off").lower()
+        if roll_call not in _YES | _NO:
+            raise BrokerError(f"{url!r}: roll-call={roll_call!r} is not on or off")
         tls = parsed.scheme == "mqtts"
         return cls(
             host=parsed.hostname,
@@ -52,10 +77,16 @@ class BrokerAddress:
             tls=tls,
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
+            protocol=protocol,
+            roll_call=roll_call in _YES,
         )
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        """The URL without credentials, options included (what error messages name)."""
+        options = [f"protocol={self.protocol}"] if self.protocol != "5" else []
+        options += ["roll-call=on"] if self.roll_call else []
+        query = f"?{'&'.join(options)}" if options else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}{query}"
 
 
 class BrokerSession:
@@ -66,17 +97,14 @@ class BrokerSession:
         self.fleet = fleet
         self.timeout_s = timeout_s
         self.messages: queue.Queue[Message] = queue.Queue()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"slmops-op-{uuid.uuid4().hex[:10]}",
-            protocol=mqtt.MQTTv5,
-        )
+        self._client = new_client(self.address.protocol, f"slmops-op-{uuid.uuid4().hex[:10]}")
         if self.address.username:
             self._client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
             self._client.tls_set()
         self._connected = threading.Event()
         self._connect_rc: object = None
+        self._closed_early = False
         self._acks: dict[int, tuple[threading.Event, list[object]]] = {}
         self._acks_lock = threading.Lock()
         self._sync_seen: set[str] = set()
@@ -85,6 +113,7 @@ class BrokerSession:
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
         self._sync_subscribed = False
 
     # connection --------------------------------------------------------------------------------------
@@ -98,16 +127,22 @@ class BrokerSession:
 
     def connect(self) -> None:
         try:
-            self._client.connect(self.address.host, self.address.port, keepalive=30, clean_start=True)
+            self._client.connect(
+                self.address.host, self.address.port, keepalive=30, **connect_options(self.address.protocol)
+            )
         except OSError as exc:
             raise BrokerError(f"cannot reach the MQTT broker at {self.address} ({exc})") from exc
         self._client.loop_start()
         if not self._connected.wait(self.timeout_s):
             self.close()
             raise BrokerError(f"the MQTT broker at {self.address} did not answer within {self.timeout_s} s")
+        if self._closed_early:
+            self.close()
+            reason = "it closed the connection without answering CONNECT"
+            raise BrokerError(refused_line(str(self.address), self.address.protocol, reason))
         if getattr(self._connect_rc, "is_failure", False):
             self.close()
-            raise BrokerError(f"the MQTT broker at {self.address} refused the connection: {self._connect_rc}")
+            raise BrokerError(refused_line(str(self.address), self.address.protocol, self._connect_rc))
 
     def close(self) -> None:
         self._client.disconnect()
@@ -117,13 +152,17 @@ class BrokerSession:
         self._connect_rc = reason_code
         self._connected.set()
 
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if not self._connected.is_set():  # closed before any CONNACK: the broker did not take our CONNECT
+            self._closed_early = True
+            client.disconnect()  # no reconnecting behind the caller's back
+            self._connected.set()
+
     # publishing --------------------------------------------------------------------------------------
 
-    def publish(
-        self, topic: str, payload: bytes | str, retain: bool = False, properties: Properties | None = None
-    ) -> None:
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         """Publish at QoS 1 and return once the broker acknowledged it (PUBACK without error)."""
-        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise BrokerError(f"cannot publish to {topic}: {mqtt.error_string(info.rc)}")
         done, result = self._ack_slot(info.mid)
@@ -192,12 +231,11 @@ class BrokerSession:
     def sync(self) -> None:
         """Return once everything the broker queued for us before now has been delivered."""
         if not self._sync_subscribed:
-            self.subscribe(sync_topic(self.fleet, "+"))
+            self.subscribe(sync_topic(self.fleet, "+"), qos=0)  # the same path as the snapshot's messages
             self._sync_subscribed = True
         token = uuid.uuid4().hex
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 60
-        self.publish(sync_topic(self.fleet, token), b"", properties=props)
+        # Not retained, and our session is clean: nothing of it outlives us (no message expiry needed).
+        self.publish(sync_topic(self.fleet, token), b"")
         deadline = time.monotonic() + self.timeout_s
         with self._sync_cond:
             while token not in self._sync_seen:

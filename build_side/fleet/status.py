@@ -4,11 +4,16 @@ Subscribe to the fleet's wildcards, then `sync()`: the broker has delivered ever
 once our own echo comes back, so the snapshot is complete without guessing a wait. Messages are
 parsed leniently at this boundary: a device that publishes something malformed is shown with the
 problem rather than breaking the operator's view of everyone else.
+
+On a broker that delivers retained messages only to subscriptions without wildcards (RabbitMQ's
+MQTT plugin; its URL carries `roll-call=on`), the snapshot also publishes a roll call and folds in
+the reported states the online devices publish in answer, until none has come for `quiet_s`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +22,7 @@ from pydantic import ValidationError
 
 from build_side.fleet.broker import BrokerSession, Message
 from build_side.fleet.history import History
-from build_side.fleet.topics import device_pattern, group_desired_pattern, parse_topic
+from build_side.fleet.topics import device_pattern, group_desired_pattern, parse_topic, roll_call_topic
 from edge_agent.contracts import BenchRecord, DesiredState, Event, ReportedState
 
 
@@ -158,21 +163,40 @@ def _parse(model: type, payload: bytes) -> Any:
         return f"unreadable ({exc.error_count()} problems: {exc.errors()[0]['msg']})"
 
 
-def collect_snapshot(session: BrokerSession, history: History | None = None) -> FleetSnapshot:
+def collect_snapshot(
+    session: BrokerSession, history: History | None = None, quiet_s: float = 1.0
+) -> FleetSnapshot:
     """Everything retained for the fleet, now. Subscriptions stay on, so live updates keep arriving."""
     snap = FleetSnapshot(session.fleet)
+    # QoS 0: a broker queues at most so many QoS 1 messages per client (Mosquitto's
+    # max_queued_messages, 1000 by default) and drops the rest of a burst of retained messages; at
+    # QoS 0 it writes them straight out. A retained state missed is read again by the next snapshot.
     session.subscribe(
         device_pattern(session.fleet, "reported"),
         device_pattern(session.fleet, "state"),
         device_pattern(session.fleet, "desired"),
         group_desired_pattern(session.fleet),
+        qos=0,
     )
     session.sync()
     for msg in session.drain():
         snap.apply(msg)
+    if session.address.roll_call:
+        roll_call(session, snap, quiet_s)
     if history is not None:
         snap.add_history(history)
     return snap
+
+
+def roll_call(session: BrokerSession, snap: FleetSnapshot, quiet_s: float) -> None:
+    """Ask every online device to publish its reported state again; fold in answers until quiet."""
+    session.publish(roll_call_topic(session.fleet), b"{}")
+    deadline = time.monotonic() + session.timeout_s + quiet_s
+    while time.monotonic() < deadline:
+        msg = session.get(quiet_s)
+        if msg is None:
+            return
+        snap.apply(msg)
 
 
 def bench_summary(record: BenchRecord) -> dict[str, Any]:

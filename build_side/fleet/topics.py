@@ -6,11 +6,14 @@ slmops/v1/{fleet}/{device}/reported         retained, device -> fleet
 slmops/v1/{fleet}/{device}/state            retained `online`; the last will sets `offline`
 slmops/v1/{fleet}/{device}/events           not retained
 slmops/v1/{fleet}/{device}/bench            not retained
+slmops/v1/{fleet}/_rollcall                 not retained, fleet -> devices: report again
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from edge_agent.transports.topics import roll_call_topic as roll_call_topic  # re-exported
 
 PREFIX = "slmops/v1"
 DEVICE_KINDS = ("desired", "reported", "state", "events", "bench")

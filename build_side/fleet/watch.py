@@ -11,6 +11,7 @@ or, for what happened while nobody was listening, the device's retained reported
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class FleetWatch:
         self.on_bench = on_bench
         self._seen: set[tuple[str, str, int]] = set()
         self.terminal: dict[tuple[str, str], Event] = {}  # (device, deployment_id) -> terminal event
+        self.unreadable: Counter[str] = Counter()  # device -> messages that were not events/records
         session.subscribe(device_pattern(self.fleet, "events"), device_pattern(self.fleet, "bench"))
         self.snapshot: FleetSnapshot = collect_snapshot(session, history)
 
@@ -91,6 +93,7 @@ class FleetWatch:
         try:
             event = Event.model_validate_json(payload)
         except ValidationError:
+            self.unreadable[device] += 1  # counted and reported, never fatal to the watch
             return None
         if event.device != device:  # the topic is the authority on who sent it
             event = event.model_copy(update={"device": device})
@@ -107,11 +110,21 @@ class FleetWatch:
         try:
             record = BenchRecord.model_validate_json(payload)
         except ValidationError:
+            self.unreadable[device] += 1
             return
         if self.history.add_bench(self.fleet, device, record):
             self.snapshot.view(device).last_bench = record
             if self.on_bench:
                 self.on_bench(device, record)
+
+    def unreadable_line(self) -> str | None:
+        """`ignored 3 unreadable messages from 2 devices (a, b)`, or None when all were readable."""
+        if not self.unreadable:
+            return None
+        names = sorted(self.unreadable)
+        shown = ", ".join(names[:5]) + (f", and {len(names) - 5} more" if len(names) > 5 else "")
+        total = sum(self.unreadable.values())
+        return f"ignored {total} unreadable messages from {len(names)} devices ({shown})"
 
     def outcome(self, device: str, deployment_id: str) -> Outcome | None:
         """The terminal outcome of a device's deployment if known (from events or reported state)."""

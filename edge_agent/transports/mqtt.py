@@ -1,9 +1,11 @@
-"""MQTT 5 link of the agent (paho-mqtt 2.x): desired state in, reports out.
+"""MQTT link of the agent (paho-mqtt 2.x, MQTT 5 or 3.1.1): desired state in, reports out.
 
 - QoS 1 everywhere; the device's and its groups' `desired` topics are retained, so a device that
   (re)connects gets the latest document at once.
-- A persistent session (clean_start off, a session expiry), so QoS 1 messages sent while the device
-  was away are delivered when it returns.
+- A persistent session (MQTT 5: clean_start off and a session expiry; 3.1.1: clean_session off), so
+  QoS 1 messages sent while the device was away are delivered when it returns.
+- A roll call on the fleet's `_rollcall` topic republishes the reported state and `online`, for
+  operators on brokers that do not deliver retained messages to wildcard subscriptions.
 - `state` is `online` (retained) once connected; the broker's last will sets it to `offline`
   when the device vanishes, and a clean stop publishes `offline` itself.
 - paho's network thread reconnects on its own; before each try we set its delay from
@@ -18,14 +20,11 @@ import ssl
 import threading
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.config import MqttSettings
 from edge_agent.transports.backoff import reconnect_delay
 from edge_agent.transports.base import Deliver
+from edge_agent.transports.mqtt_protocol import connect_options, new_client, refused_line
 from edge_agent.transports.topics import DeviceTopics
 
 log = logging.getLogger(__name__)
@@ -43,11 +42,7 @@ class MqttLink:
         self._deliver: Deliver | None = None
         self._on_connect_hooks: list = []
         self.client_id = f"edge-agent-{topics.fleet}-{topics.device}"
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
-        )
+        self.client = new_client(settings.protocol, self.client_id, persistent=True)
         self._stopping = False
         self._attempt = 0  # reconnect attempts since the last successful connection
         paho_log = logging.getLogger("edge_agent.transports.paho")
@@ -91,15 +86,16 @@ class MqttLink:
 
     def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        log.info("connecting to %s as %s", self.settings.url, self.client_id)
+        log.info(
+            "connecting to %s (MQTT %s) as %s", self.settings.url, self.settings.protocol, self.client_id
+        )
         self.client.connect_async(
             self.settings.host,
             self.settings.port,
             keepalive=self.settings.keepalive,
-            clean_start=False,
-            properties=props,
+            **connect_options(
+                self.settings.protocol, persistent=True, session_expiry_s=self.settings.session_expiry_s
+            ),
         )
         self.client.loop_start()
 
@@ -122,10 +118,9 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            log.error("%s", refused_line(self.settings.url, self.settings.protocol, reason_code))
             return
-        subs = [(t, SubscribeOptions(qos=1)) for t in self.topics.desired_subscriptions()]
-        client.subscribe(subs)
+        client.subscribe([(t, 1) for t in [*self.topics.desired_subscriptions(), self.topics.roll_call]])
         client.publish(self.topics.state, ONLINE, qos=1, retain=True)
         log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
         self._attempt = 0
@@ -139,12 +134,20 @@ class MqttLink:
         log.warning("broker %s not reachable; next try in %.1f s", self.settings.url, delay)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.connected.is_set() and not self._stopping:  # closed before CONNACK
+            why = "it closed the connection without answering CONNECT"
+            log.error("%s", refused_line(self.settings.url, self.settings.protocol, why))
         self.connected.clear()
         if reason_code.is_failure:
             delay = self._next_delay()
             log.warning("disconnected from the broker (%s); reconnecting in %.1f s", reason_code, delay)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.roll_call:
+            client.publish(self.topics.state, ONLINE, qos=1, retain=True)
+            for hook in self._on_connect_hooks:
+                hook()
+            return
         if not message.payload:  # a cleared retained document
             return
         if self._deliver:

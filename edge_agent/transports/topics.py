@@ -16,6 +16,15 @@ def group_desired_topic(fleet: str, group: str) -> str:
     return f"{ROOT}/{fleet}/group/{group}/desired"
 
 
+def roll_call_topic(fleet: str) -> str:
+    """Not retained, operator -> every device of the fleet: publish your reported state and `online` again.
+
+    For brokers that deliver retained messages only to subscriptions without wildcards (RabbitMQ's
+    MQTT plugin): the operator's wildcard snapshot cannot see the devices' retained reports there.
+    """
+    return f"{ROOT}/{fleet}/_rollcall"
+
+
 @dataclass(frozen=True)
 class DeviceTopics:
     fleet: str
@@ -45,5 +54,9 @@ class DeviceTopics:
         """The device's own desired topic, then one per group it follows."""
         return [self.desired] + [group_desired_topic(self.fleet, g) for g in self.groups]
 
+    @property
+    def roll_call(self) -> str:
+        return roll_call_topic(self.fleet)
 
-__all__ = ["ROOT", "DeviceTopics", "device_topic", "group_desired_topic"]
+
+__all__ = ["ROOT", "DeviceTopics", "device_topic", "group_desired_topic", "roll_call_topic"]

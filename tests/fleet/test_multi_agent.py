@@ -1,7 +1,8 @@
 """Real edge agents on one machine behave as a fleet: a rollout over a group stops at a failing device.
 
 Four `python -m edge_agent run` processes (own state dirs, API ports, configs) follow the group `lab`
-over the real broker and install from a real registry server. Release 2.0.0 is the same tiny model
+over each real broker (Mosquitto with MQTT 5; RabbitMQ's MQTT and NATS with 3.1.1) and install from
+a real registry server. Release 2.0.0 is the same tiny model
 with a 128-token context window; dev-2's health probe (its own config) is a 200-token prompt, so
 2.0.0 fails its health gate there and nowhere else: a real failure, found by the agent's real probe.
 """
@@ -64,7 +65,7 @@ def publish_tiny(
 def local_fleet(
     tmp_path: Path,
     fleet_id: str,
-    mqtt_broker: tuple[str, int],
+    any_broker: str,
     registry_dir: Path,
     registry_server: str,
     keys_dir: Path,
@@ -79,7 +80,7 @@ def local_fleet(
             registry_url=registry_server,
             trusted_keys=[keys_dir],
             groups=["lab"],
-            mqtt_url="mqtt://{}:{}".format(*mqtt_broker),
+            mqtt_url=any_broker,  # MQTT 5 on Mosquitto, 3.1.1 on RabbitMQ and NATS (from the URL)
             runtime={"probe_prompt": LONG_PROBE} if name == "dev-2" else {},
         )
         agents[name] = LocalAgent(device).start()
@@ -104,7 +105,7 @@ def wait_online(fleet: str, broker: str, devices: list[str], timeout_s: float = 
 def test_rollout_over_four_agents_stops_at_the_failing_one_and_rolls_its_wave_back(
     local_fleet: dict[str, LocalAgent],
     fleet_id: str,
-    mqtt_broker: tuple[str, int],
+    any_broker: str,
     registry_dir: Path,
     tiny_variants: dict[str, Path],
     signing_key: SigningKey,
@@ -113,7 +114,7 @@ def test_rollout_over_four_agents_stops_at_the_failing_one_and_rolls_its_wave_ba
 ) -> None:
     publish_tiny(registry_dir, "1.0.0", tiny_variants["cpu-int4"], signing_key)
     publish_tiny(registry_dir, "2.0.0", tiny_variants["cpu-int4"], signing_key, context_length=128)
-    broker = "mqtt://{}:{}".format(*mqtt_broker)
+    broker = any_broker
     common = [
         "--registry", str(registry_dir), "--fleet", fleet_id, "--broker", broker,
         "--key", str(keys_dir / f"{signing_key.key_id}.key"), "--db", str(tmp_path / "fleet.db"),

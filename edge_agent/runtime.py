@@ -3,6 +3,8 @@
 This is the only module that touches onnxruntime_genai; the health gate, the API server and bench
 all go through it. One `LoadedModel` serves many requests at once: each `generate()` call makes its
 own `og.Generator`, and LoRA adapters are picked per generation.
+onnxruntime-genai (and with it onnxruntime) is imported when the first model loads, numpy only by
+`sequence_logits`: importing this module (the API's types do) keeps the agent at rest light.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
-import onnxruntime_genai as og
+from typing import TYPE_CHECKING
 
 from edge_agent.contracts import GenerationDefaults
 from edge_agent.errors import (
@@ -26,6 +26,10 @@ from edge_agent.errors import (
     RequestError,
     UnknownAdapterError,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime_genai as og
 
 # ONNX Runtime provider names -> the names onnxruntime-genai's Config.append_provider takes.
 GENAI_PROVIDER_NAMES = {
@@ -118,6 +122,8 @@ class LoadedModel:
             raise ProviderUnavailableError(
                 f"execution provider {provider!r} is not supported by this runtime"
             )
+        import onnxruntime_genai as og
+
         try:
             config = og.Config(str(self.variant_dir))
             if threads:
@@ -141,6 +147,8 @@ class LoadedModel:
 
     def load_adapter(self, name: str, path: Path) -> None:
         """Load a `.onnx_adapter` file under `name`; requests pick it with `GenerationParams.adapter`."""
+        import onnxruntime_genai as og
+
         try:
             if self._adapters is None:
                 self._adapters = og.Adapters(self.model)
@@ -263,6 +271,8 @@ class LoadedModel:
                 gen.finish_reason = "cancelled"
 
     def _generator(self, prompt_ids: list[int], params: GenerationParams) -> og.Generator:
+        import onnxruntime_genai as og
+
         gp = og.GeneratorParams(self.model)
         options: dict[str, float | int | bool] = {"max_length": len(prompt_ids) + params.max_new_tokens}
         if params.min_new_tokens:
@@ -301,6 +311,9 @@ class LoadedModel:
 
     def sequence_logits(self, ids: list[int]) -> np.ndarray:
         """Next-token logits at every position of `ids`, shape (len(ids), vocab), float32 (quality)."""
+        import numpy as np
+        import onnxruntime_genai as og
+
         gp = og.GeneratorParams(self.model)
         gp.set_search_options(max_length=len(ids) + 1, do_sample=False)
         generator = og.Generator(self.model, gp)

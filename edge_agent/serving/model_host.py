@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from edge_agent import adapters as adapter_files
 from edge_agent import probing
 from edge_agent.activation import Candidate
@@ -243,6 +241,8 @@ class ModelHost:
     def _load_first(
         self, variant_dir: Path, providers: list[str], timeout_s: float, what: str
     ) -> ServedModel:
+        import onnxruntime as ort  # with the first model, not with the agent
+
         deadline = time.monotonic() + timeout_s
         available = set(ort.get_available_providers())
         fallbacks: list[str] = []

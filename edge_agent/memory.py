@@ -42,6 +42,20 @@ def peak_rss_mb() -> float:
     return rss / MB if sys.platform == "darwin" else rss / 1024
 
 
+def resident_split_mb() -> dict[str, float]:
+    """This process's resident memory split (Linux): `anon` (heap, arenas: only swap can take it) and
+    `file` (pages of mapped files such as a memory-mapped weight file: the kernel can drop them)."""
+    split = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                split[key[3:].lower()] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return split
+
+
 def available_mb() -> int:
     """Memory the kernel can give without swapping (MemAvailable), in MiB."""
     return psutil.virtual_memory().available // MB
@@ -84,5 +98,6 @@ __all__ = [
     "check_fits",
     "estimate_model_mb",
     "peak_rss_mb",
+    "resident_split_mb",
     "rss_mb",
 ]

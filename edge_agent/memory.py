@@ -87,8 +87,8 @@ def check_fits(what: str, need_mb: int, reserve_mb: int = 0) -> None:
     device's own work."""
     free = available_mb()
     if need_mb + reserve_mb > free:
-        kept = f" and {reserve_mb} MB are kept for this device's own work" if reserve_mb else ""
-        raise MemoryInsufficientError(f"{what} needs {need_mb} MB; {free} MB are free{kept}")
+        kept = f" ({reserve_mb} MB of it kept for this device's own work)" if reserve_mb else ""
+        raise MemoryInsufficientError(f"{what} needs {need_mb} MB, {free} MB free{kept}")
 
 
 __all__ = [

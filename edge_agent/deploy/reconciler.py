@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import psutil
-
+from edge_agent import memory
 from edge_agent.activation import Activator, Candidate
 from edge_agent.adapters import check_bases
 from edge_agent.bundle_check import (
@@ -484,10 +483,8 @@ class Reconciler:
                 )
             rec.provider = cur.provider
             return Outcome.ACTIVE
-        need_mb = manifest.variant(rec.variant).min_memory_mb
-        free_mb = psutil.virtual_memory().available // MB
-        if need_mb > free_mb:
-            raise MemoryInsufficientError(f"{rec.bundle} {rec.variant} needs {need_mb} MB, {free_mb} MB free")
+        need_mb = manifest.variant(rec.variant).min_memory_mb  # the same rule as at load (edge_agent.memory)
+        memory.check_fits(f"{rec.bundle} {rec.variant}", need_mb, self.config.runtime.memory_reserve_mb)
         installed = self.store.get(rec.bundle)
         if (
             installed

@@ -120,7 +120,9 @@ def table(results: list[dict[str, Any]]) -> str:
     )
     lines = ["| case | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
     for r in results:
-        cells = [str(r.get(c, r.get("error", ""))) for c in cols]
+        cells = (
+            [str(r.get(c, "")) for c in cols] if "error" not in r else [r["error"]] + [""] * (len(cols) - 1)
+        )
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

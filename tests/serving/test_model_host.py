@@ -171,3 +171,16 @@ def test_a_session_option_this_runtime_lacks_names_it_and_the_version(serving_bu
     assert host.current is None
     fine = ModelHost(RuntimeSettings(session_options={"enable_cpu_mem_arena": False}))
     assert fine.load_dir(bundle).model is not None
+
+
+def test_the_probe_only_agent_loads_with_the_same_session_options(serving_bundle: MakeBundle) -> None:
+    """With the API off the health gate loads in a child process: the options travel with it."""
+    from edge_agent.deploy.probe import ProbeActivator
+
+    bundle = serving_bundle("2.1.3")
+    manifest = manifest_of(bundle)
+    bad = ProbeActivator(RuntimeSettings(session_options={"spin_forever": 3}))
+    with pytest.raises(HealthCheckError, match=r"onnxruntime-genai [\d.]+ does not accept .*'spin_forever'"):
+        bad.load_candidate(bundle, manifest, VARIANT, [CPU], timeout_s=120)
+    good = ProbeActivator(RuntimeSettings(session_options={"enable_mem_pattern": False}))
+    assert good.load_candidate(bundle, manifest, VARIANT, [CPU], timeout_s=120).provider == CPU

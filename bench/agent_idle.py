@@ -5,8 +5,9 @@
 Each run starts a real `python -m edge_agent run` with a fresh state folder (no model installed),
 subscribes to its retained `state` topic first, and measures from `Popen` to the `online` message.
 After `--settle` seconds idle it reads the process's RSS and USS. Two set-ups are measured: the API
-off (a probe-only agent: no web server, no ONNX Runtime in the process) and the API on (FastAPI,
-uvicorn and ONNX Runtime imported, no model loaded yet).
+off (a probe-only agent: no web server, no ONNX Runtime in the process) and the API on (FastAPI and
+uvicorn imported; ONNX Runtime, onnxruntime-genai, numpy and httpx wait for the first model or
+download, so neither set-up holds them).
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ from bench.engines import Engine, EngineInfo, engine_class
 from bench.quality import score_windows
 from edge_agent.bench_metrics import GenerationTiming, decode_bound_tok_s, summarize, summarize_timings
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord, Quality, Summary
-from edge_agent.device_bench import cpu_model, peak_rss_mb
+from edge_agent.device_bench import cpu_model
 from edge_agent.errors import SlmopsError
+from edge_agent.memory import peak_rss_mb, rss_mb
 
 
 class QualityJob(BaseModel):
@@ -73,9 +74,10 @@ def make_record(
     timings: list[GenerationTiming],
     info: EngineInfo,
     load_time_s: float,
-    rss_mb: float,
+    peak_mb: float,
     quality: Quality | None,
     bandwidth: Summary | None,
+    held_mb: float | None = None,
 ) -> BenchRecord:
     case = job.case
     prompt_lengths = [len(p) for p in scenario.prompts]
@@ -108,7 +110,8 @@ def make_record(
         ),
         load_time_s=load_time_s,
         size_bytes=info.size_bytes,
-        peak_rss_mb=rss_mb,
+        peak_rss_mb=peak_mb,
+        rss_mb=held_mb,
         metrics=metrics,
         quality=quality,
         decode_bound_tok_s=bound,
@@ -142,13 +145,14 @@ def finish(
     bandwidth: Summary | None,
     q: QualityJob | None,
 ) -> CaseResult:
-    rss_mb = peak_rss_mb()  # before quality: its full-sequence logits are not what serving costs
+    peak_mb = peak_rss_mb()  # before quality: its full-sequence logits are not what serving costs
+    held_mb = rss_mb()  # what the loaded model holds between requests
     info = engine.info()  # after: reading a model's metadata is not what serving costs either
     quality = None
     if q is not None:
         quality = score_windows(engine.logits, q.ids, q.reference, q.text, q.reference_logits, q.save_logits)
     records = [
-        make_record(job, s, timings[s.name], info, load_time_s, rss_mb, quality, bandwidth)
+        make_record(job, s, timings[s.name], info, load_time_s, peak_mb, quality, bandwidth, held_mb)
         for s in job.scenarios
         if timings[s.name]
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -34,11 +33,11 @@ from edge_agent.contracts import (
 from edge_agent.contracts.common import Name, SemVer
 from edge_agent.errors import BuildError, ContractError
 from edge_agent.hashing import sha256_file
+from edge_agent.memory import estimate_model_mb
 from edge_agent.signing import SigningKey
 
 INFERENCE_MODEL = "inference_model.json"
 CHAT_TEMPLATE = "chat_template.jinja"
-RUNTIME_OVERHEAD_MB = 96  # onnxruntime + tokenizer + arena slack, measured loosely on CPU
 
 
 class AdapterFile(BaseModel):
@@ -159,22 +158,9 @@ def inference_model(name: str, record: ConvertedVariant, template: dict[str, str
 
 
 def estimate_memory_mb(variant_dir: Path, record: ConvertedVariant, max_length: int) -> int:
-    """Weights + a full KV cache at `max_length` + one row of logits + runtime overhead, +10%."""
-    config = json.loads((variant_dir / "genai_config.json").read_text())["model"]
-    decoder = config["decoder"]
-    weights = sum(f.stat().st_size for f in variant_dir.iterdir() if ".onnx" in f.name)
-    length = min(max_length, int(config.get("context_length", max_length)))
-    item = 2 if record.device != "cpu" else 4  # fp16 activations on GPUs, fp32 on CPU
-    kv = (
-        2
-        * decoder["num_hidden_layers"]
-        * decoder["num_key_value_heads"]
-        * decoder["head_size"]
-        * length
-        * item
-    )
-    logits = int(config.get("vocab_size", 0)) * 4
-    return math.ceil((weights + kv + logits) * 1.1 / 2**20) + RUNTIME_OVERHEAD_MB
+    """Weights + a full KV cache at `max_length` + one row of logits + runtime overhead, +10%: the
+    agent's own rule (`edge_agent.memory`), which it also applies before loading a model."""
+    return estimate_model_mb(variant_dir, record.device, max_length)
 
 
 def _variant(bundle: Path, record: ConvertedVariant, min_memory_mb: int) -> Variant:

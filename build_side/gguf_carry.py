@@ -167,6 +167,8 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
         put(s_name, d.astype(np.float32))
         put(zp_name, zp_out)
 
+    if counts["q8_0"] and share_embedding_table(model):
+        counts["embedding_shared"] = 1
     if zero_points == "fused":
         counts["merged"] = merge_parallel_matmuls(model)
     if extra_nodes:
@@ -183,6 +185,54 @@ def carry_gguf_blocks(variant_dir: Path, gguf_path: Path, zero_points: str = "fl
         model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
     )
     return counts
+
+
+def share_embedding_table(model) -> bool:
+    """Let the tied 8-bit embedding read the LM head's table itself, so the process holds it once.
+
+    The builder feeds GatherBlockQuantized a Reshape of the head's [vocab, blocks, 32] table to
+    [vocab, hidden]; onnxruntime folds that constant Reshape into a second, heap-resident 28 MB copy
+    (SmolLM2), next to the head's pre-packed one. Gathering from the 3-D table directly
+    (quantize_axis 2, scales and zero points viewed as [vocab, blocks, 1]) and reshaping the gathered
+    rows instead leaves the table in the memory-mapped weight file, of which only the rows of the
+    tokens seen are ever read. The values are the same bytes: the output is unchanged.
+    Returns whether the graph had the builder's tied 8-bit embedding to rewire.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    gather = next((n for n in graph.node if n.op_type == "GatherBlockQuantized"), None)
+    if gather is None:
+        return False
+    reshape = next((n for n in graph.node if n.op_type == "Reshape" and n.output[0] == gather.input[0]), None)
+    attrs = {a.name: helper.get_attribute_value(a) for a in gather.attribute}
+    if reshape is None or reshape.input[0] not in inits or attrs.get("bits") != 8:
+        return False
+    table = inits[reshape.input[0]]
+    if len(table.dims) != 3 or attrs.get("quantize_axis", 1) != 1 or attrs.get("gather_axis", 0) != 0:
+        return False
+    hidden = table.dims[1] * table.dims[2]
+    views = []
+    for name in gather.input[2:4]:
+        if name not in inits:
+            return False
+        values = numpy_helper.to_array(inits[name])
+        views.append(numpy_helper.from_array(values.reshape(*values.shape, 1), f"{name}/per_block"))
+    shape = numpy_helper.from_array(np.array([0, 0, hidden], np.int64), f"{gather.name}/rows_shape")
+    graph.initializer.extend([*views, shape])
+    out = gather.output[0]
+    gather.input[0] = table.name
+    gather.input[2], gather.input[3] = views[0].name, views[1].name
+    gather.output[0] = f"{out}/blocks"
+    kept = [a for a in gather.attribute if a.name != "quantize_axis"]
+    del gather.attribute[:]
+    gather.attribute.extend([*kept, helper.make_attribute("quantize_axis", 2)])
+    rows = helper.make_node("Reshape", [gather.output[0], shape.name], [out], name=f"{gather.name}/rows")
+    graph.node.insert(list(graph.node).index(gather) + 1, rows)
+    if not any(reshape.output[0] in n.input for n in graph.node):
+        graph.node.remove(reshape)
+    return True
 
 
 def merge_parallel_matmuls(model) -> int:

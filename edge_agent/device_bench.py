@@ -4,22 +4,22 @@ The agent calls `run_device_bench` after a SUCCEEDED install when the desired st
 `policy.bench_after_install` asks for it, and publishes the record; `slmops fleet bench` lines devices
 up side by side. Same definitions and record as `bench compare` (DESIGN.md section 8), measured
 inside the agent's process on the model it serves: no torch, no build side, no extra memory for a
-bandwidth probe. Peak RSS is therefore the agent's own peak so far, model included.
+bandwidth probe. Peak RSS is therefore the agent's own peak so far, model included, and `rss_mb`
+what the process holds with the model loaded once the runs end: what the device pays to serve it.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import resource
 import socket
-import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edge_agent.bench_metrics import GenerationTiming, summarize_timings
 from edge_agent.contracts.bench_record import BenchMeta, BenchRecord
+from edge_agent.memory import peak_rss_mb, rss_mb
 from edge_agent.runtime import GenerationParams, LoadedModel
 
 # A fixed prose prompt: the same ids every time on a given tokenizer, repeated to the asked length.
@@ -38,22 +38,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set of this process so far, in MiB.
-
-    Linux: VmHWM of this process's address space. Not ru_maxrss: that one survives fork and exec,
-    so a child started by a large parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -133,8 +117,9 @@ def run_device_bench(
         load_time_s=load_time_s,
         size_bytes=folder_size(model.variant_dir),
         peak_rss_mb=peak_rss_mb(),
+        rss_mb=rss_mb(),
         metrics=summarize_timings(timings),
     )
 
 
-__all__ = ["cpu_model", "peak_rss_mb", "run_device_bench", "time_generation"]
+__all__ = ["cpu_model", "run_device_bench", "time_generation"]

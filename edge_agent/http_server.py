@@ -1,6 +1,7 @@
 """Run an ASGI app with uvicorn on a background thread, on a given or free port.
 
 Used by the agent's API, `slmops registry serve` and the tests: one way to own a listening socket.
+uvicorn is imported when a server is made, so importing this module costs the agent nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import threading
 import time
 from typing import Any
 
-import uvicorn
-
 
 class BackgroundServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        import uvicorn
+
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))

@@ -3,6 +3,8 @@
 This is the only module that touches onnxruntime_genai; the health gate, the API server and bench
 all go through it. One `LoadedModel` serves many requests at once: each `generate()` call makes its
 own `og.Generator`, and LoRA adapters are picked per generation.
+onnxruntime-genai (and with it onnxruntime) is imported when the first model loads, numpy only by
+`sequence_logits`: importing this module (the API's types do) keeps the agent at rest light.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
-import onnxruntime_genai as og
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.contracts import GenerationDefaults
 from edge_agent.errors import (
     ContextLengthError,
+    IncompatibleError,
     ModelRuntimeError,
     ProviderUnavailableError,
     RequestError,
     UnknownAdapterError,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime_genai as og
 
 # ONNX Runtime provider names -> the names onnxruntime-genai's Config.append_provider takes.
 GENAI_PROVIDER_NAMES = {
@@ -109,7 +114,11 @@ class LoadedModel:
     """One variant loaded with one execution provider, plus the LoRA adapters loaded on it."""
 
     def __init__(
-        self, variant_dir: Path, provider: str = "CPUExecutionProvider", threads: int | None = None
+        self,
+        variant_dir: Path,
+        provider: str = "CPUExecutionProvider",
+        threads: int | None = None,
+        session_options: dict[str, Any] | None = None,
     ) -> None:
         self.variant_dir = Path(variant_dir)
         self.provider = provider
@@ -118,11 +127,18 @@ class LoadedModel:
             raise ProviderUnavailableError(
                 f"execution provider {provider!r} is not supported by this runtime"
             )
+        import onnxruntime_genai as og
+
+        session = dict(session_options or {})
+        if threads:
+            session.update(intra_op_num_threads=threads, inter_op_num_threads=1)
         try:
             config = og.Config(str(self.variant_dir))
-            if threads:
-                session = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-                config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
+        except Exception as exc:  # onnxruntime-genai raises plain RuntimeError/Exception for every failure
+            raise ModelRuntimeError(f"{self.variant_dir}: could not load with {provider}: {exc}") from exc
+        if session:
+            _overlay_session_options(config, session)
+        try:
             config.clear_providers()
             genai_name = GENAI_PROVIDER_NAMES[provider]
             if genai_name:
@@ -141,6 +157,8 @@ class LoadedModel:
 
     def load_adapter(self, name: str, path: Path) -> None:
         """Load a `.onnx_adapter` file under `name`; requests pick it with `GenerationParams.adapter`."""
+        import onnxruntime_genai as og
+
         try:
             if self._adapters is None:
                 self._adapters = og.Adapters(self.model)
@@ -263,6 +281,8 @@ class LoadedModel:
                 gen.finish_reason = "cancelled"
 
     def _generator(self, prompt_ids: list[int], params: GenerationParams) -> og.Generator:
+        import onnxruntime_genai as og
+
         gp = og.GeneratorParams(self.model)
         options: dict[str, float | int | bool] = {"max_length": len(prompt_ids) + params.max_new_tokens}
         if params.min_new_tokens:
@@ -300,16 +320,48 @@ class LoadedModel:
             yield int(generator.get_next_tokens()[0])
 
     def sequence_logits(self, ids: list[int]) -> np.ndarray:
-        """Next-token logits at every position of `ids`, shape (len(ids), vocab), float32 (quality)."""
+        """Next-token logits at every position of `ids`, shape (len(ids), vocab), float32 (quality).
+
+        A graph built with `prune_lm_head` computes logits for the last position only (what serving
+        needs); there the ids go in one at a time, each step giving its position's logits."""
+        import numpy as np
+        import onnxruntime_genai as og
+
         gp = og.GeneratorParams(self.model)
         gp.set_search_options(max_length=len(ids) + 1, do_sample=False)
         generator = og.Generator(self.model, gp)
         generator.append_tokens(ids)
-        return np.asarray(generator.get_output("logits"), dtype=np.float32)[0]
+        logits = np.asarray(generator.get_output("logits"), dtype=np.float32)[0]
+        if logits.shape[0] == len(ids):
+            return logits
+        gp = og.GeneratorParams(self.model)
+        gp.set_search_options(max_length=len(ids) + 1, do_sample=False)
+        generator = og.Generator(self.model, gp)
+        rows = []
+        for token in ids:
+            generator.append_tokens([token])
+            rows.append(np.asarray(generator.get_output("logits"), dtype=np.float32)[0, -1])
+        return np.stack(rows)
 
     def generate_text(self, prompt: str, params: GenerationParams | None = None, chat: bool = True) -> str:
         text = self.chat_prompt([{"role": "user", "content": prompt}]) if chat else prompt
         return "".join(self.stream(self.encode(text), params or GenerationParams()))
+
+
+def _overlay_session_options(config: og.Config, options: dict[str, Any]) -> None:
+    """Apply decoder session options; one the installed onnxruntime-genai does not know is an error
+    that names it and the version (string values it passes on to onnxruntime as config entries)."""
+    import onnxruntime_genai as og
+
+    try:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    except Exception as exc:
+        text = str(exc)
+        named = [k for k in options if f'"{k}"' in text or f"session_options:{k}" in text]
+        what = f"session option {named[0]!r}" if named else f"session options {sorted(options)}"
+        raise IncompatibleError(
+            f"onnxruntime-genai {og.__version__} does not accept the {what}: {text}"
+        ) from exc
 
 
 class _StopMatcher:

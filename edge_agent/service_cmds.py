@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError
@@ -80,6 +78,9 @@ def status(
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
+    from rich.console import Console  # the table printers only: `run` never loads rich
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"edge-agent status ({info['state_dir']})", show_header=False)
     active = info["active"]

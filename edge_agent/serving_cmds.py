@@ -7,12 +7,10 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 from edge_agent.bundle_check import MANIFEST, parse_manifest
 from edge_agent.contracts import VariantPolicy
@@ -21,7 +19,14 @@ from edge_agent.providers.probe import DeviceInfo, probe_device
 from edge_agent.providers.selection import Choice, choose_variant
 from edge_agent.serving.settings import ApiSettings, RuntimeSettings
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console() -> Console:
+    from rich.console import Console  # printers only: the agent at rest never loads rich
+
+    return Console()
 
 
 def register(app: typer.Typer) -> None:
@@ -122,6 +127,7 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    console = _console()
     with BackgroundServer(app, settings.host, settings.port, log_level=log_level) as server:
         console.print(
             f"serving [bold]{served.ref}[/] ({served.variant_id} on {served.provider}) at {server.url}/v1",
@@ -143,6 +149,9 @@ def _read_policy(path: Path | None) -> VariantPolicy | None:
 
 
 def _print_device(device: DeviceInfo) -> None:
+    from rich.table import Table
+
+    console = _console()
     summary = Table(title="This device", show_header=False)
     summary.add_row("onnxruntime", device.onnxruntime_version)
     summary.add_row("onnxruntime-genai", device.onnxruntime_genai_version)
@@ -173,6 +182,7 @@ def _print_device(device: DeviceInfo) -> None:
 
 
 def _print_choice(choice: Choice) -> None:
+    console = _console()
     console.print(
         f"[bold]Would run[/] variant [bold]{choice.variant_id}[/] on {choice.device}, "
         f"trying providers {choice.providers}",

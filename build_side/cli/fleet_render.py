@@ -134,6 +134,7 @@ def bench_table(rows: list[tuple[str, BenchRecord]]) -> Table:
     for _, label in METRICS:
         t.add_column(label, justify="right")
     t.add_column("peak RSS MB", justify="right")
+    t.add_column("RSS MB", justify="right")  # what the device holds with the model loaded
     t.add_column("measured", no_wrap=True)
     for device, rec in rows:
         figures = [f"{rec.metrics[k].median:.1f}" if k in rec.metrics else "" for k, _ in METRICS]
@@ -145,6 +146,7 @@ def bench_table(rows: list[tuple[str, BenchRecord]]) -> Table:
             rec.scenario,
             *figures,
             f"{rec.peak_rss_mb:.0f}" if rec.peak_rss_mb else "",
+            f"{rec.rss_mb:.0f}" if rec.rss_mb else "",
             rec.time.astimezone().strftime("%m-%d %H:%M"),
         )
     return t

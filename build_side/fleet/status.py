@@ -210,6 +210,7 @@ def bench_summary(record: BenchRecord) -> dict[str, Any]:
         "time": record.time.isoformat(),
         "metrics": figures,
         "peak_rss_mb": record.peak_rss_mb,
+        "rss_mb": record.rss_mb,
         "error": record.error,
     }
 

@@ -64,6 +64,11 @@ class BenchRecord(Contract):
         None, description="disk the device's model store used when measured (shared files once)"
     )
     peak_rss_mb: float | None = None
+    rss_mb: float | None = Field(
+        None,
+        description="resident memory of the process running the model, model loaded, when the runs "
+        "ended (MiB): what a device pays to serve it",
+    )
     metrics: dict[str, Summary] = Field(
         default_factory=dict,
         description="ttft_ms, prefill_tok_s, decode_tok_s, tpot_ms, e2e_tok_s, ...",

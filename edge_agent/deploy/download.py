@@ -15,13 +15,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin
 
-import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from edge_agent.deploy.machine import Interrupted
 from edge_agent.errors import DiskFullError, DownloadError, SizeMismatchError
+from edge_agent.http_client import OnDemandClient
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def _no_space(exc: OSError, where: Path) -> DiskFullError | None:
 class Downloader:
     def __init__(
         self,
-        client: httpx.Client,
+        client: httpx.Client | OnDemandClient,
         retries: int = 5,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
@@ -108,6 +112,8 @@ class Downloader:
         return self._retrying()(self._fetch_bytes_once, url, limit)
 
     def _fetch_bytes_once(self, url: str, limit: int) -> bytes:
+        import httpx  # with the first download: the agent at rest holds no HTTP client
+
         try:
             with self.client.stream("GET", url) as resp:
                 _check_status(resp, url)
@@ -133,6 +139,8 @@ class Downloader:
         if have > job.size:
             have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
+        import httpx
+
         try:
             with self.client.stream("GET", job.url, headers=headers) as resp:
                 if resp.status_code == 416:

@@ -72,6 +72,7 @@ class ProbeActivator:
         cmd = [sys.executable, "-m", "edge_agent.deploy.probe", str(variant_dir), "--provider", provider]
         cmd += ["--prompt", self.runtime.probe_prompt, "--max-tokens", str(self.runtime.probe_max_tokens)]
         cmd += ["--adapters"] if with_adapters else []
+        cmd += ["--session-options", json.dumps(self.runtime.session_options)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -92,6 +93,7 @@ class ProbeActivator:
         ]
         cmd += ["--provider", candidate.provider, "--bench", "--model-ref", candidate.manifest.ref]
         cmd += ["--device", device, "--precision", variant.precision, "--budget-s", f"{timeout_s:.1f}"]
+        cmd += ["--session-options", json.dumps(self.runtime.session_options)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
         except subprocess.TimeoutExpired as exc:
@@ -109,7 +111,12 @@ class ProbeActivator:
 
 
 def probe(
-    variant_dir: Path, provider: str, prompt: str, max_tokens: int, with_adapters: bool = False
+    variant_dir: Path,
+    provider: str,
+    prompt: str,
+    max_tokens: int,
+    with_adapters: bool = False,
+    session_options: dict | None = None,
 ) -> dict:
     """Load and answer one prompt, then (with_adapters) load each of the manifest's adapters for this
     variant and ask it one request of its task; what the child process runs."""
@@ -117,7 +124,7 @@ def probe(
     from edge_agent.runtime import LoadedModel
 
     t0 = time.perf_counter()
-    model = LoadedModel(variant_dir, provider)
+    model = LoadedModel(variant_dir, provider, session_options=session_options)
     load_s = time.perf_counter() - t0
     answer = probing.ask(model, prompt, max_tokens)
     result = {
@@ -143,7 +150,7 @@ def _bench(args: argparse.Namespace) -> dict:
     from edge_agent.runtime import LoadedModel
 
     t0 = time.perf_counter()
-    model = LoadedModel(args.variant_dir, args.provider)
+    model = LoadedModel(args.variant_dir, args.provider, session_options=json.loads(args.session_options))
     record = run_device_bench(
         model,
         model_ref=args.model_ref or args.variant_dir.name,
@@ -168,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", default=None)
     parser.add_argument("--budget-s", type=float, default=60.0)
+    parser.add_argument("--session-options", default="{}", help="runtime.session_options, as JSON")
     args = parser.parse_args(argv)
     try:
         from edge_agent.runtime import LoadedModel  # noqa: F401  (import errors count as load errors)
 
-        result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens, args.adapters)
+        options = json.loads(args.session_options)
+        result = probe(args.variant_dir, args.provider, args.prompt, args.max_tokens, args.adapters, options)
         if args.bench:
             result = {"probe": result, "bench": _bench(args)}
     except ModelRuntimeError as exc:

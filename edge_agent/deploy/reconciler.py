@@ -25,11 +25,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import httpx
-import psutil
-
+from edge_agent import memory
 from edge_agent.activation import Activator, Candidate
 from edge_agent.adapters import check_bases
 from edge_agent.bundle_check import (
@@ -82,9 +81,13 @@ from edge_agent.errors import (
     SlmopsError,
 )
 from edge_agent.hashing import sha256_bytes
+from edge_agent.http_client import OnDemandClient
 from edge_agent.providers.selection import choose_variant
 from edge_agent.reporting import Reporter, error_of
 from edge_agent.signing import TrustedKeys
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,7 @@ class Reconciler:
         activator: Activator,
         trusted: TrustedKeys,
         stop: threading.Event | None = None,
-        http: httpx.Client | None = None,
+        http: httpx.Client | OnDemandClient | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -142,7 +145,7 @@ class Reconciler:
         self.activator = activator
         self.trusted = trusted
         self.stop = stop or threading.Event()
-        self.http = http or httpx.Client(timeout=config.limits.download_timeout_s, follow_redirects=True)
+        self.http = http or OnDemandClient(timeout=config.limits.download_timeout_s, follow_redirects=True)
         lim = config.limits
         self.downloader = Downloader(
             self.http, lim.download_retries, lim.backoff_initial_s, lim.backoff_max_s, self.stop
@@ -480,10 +483,8 @@ class Reconciler:
                 )
             rec.provider = cur.provider
             return Outcome.ACTIVE
-        need_mb = manifest.variant(rec.variant).min_memory_mb
-        free_mb = psutil.virtual_memory().available // MB
-        if need_mb > free_mb:
-            raise MemoryInsufficientError(f"{rec.bundle} {rec.variant} needs {need_mb} MB, {free_mb} MB free")
+        need_mb = manifest.variant(rec.variant).min_memory_mb  # the same rule as at load (edge_agent.memory)
+        memory.check_fits(f"{rec.bundle} {rec.variant}", need_mb, self.config.runtime.memory_reserve_mb)
         installed = self.store.get(rec.bundle)
         if (
             installed

@@ -2,16 +2,17 @@
 
 The variant choice reads a `DeviceInfo`; `edge-agent providers` prints one. Everything here is
 read-only and cheap (no session is created), so the agent can probe before every choice.
+ONNX Runtime and onnxruntime-genai are imported by `probe_device()`, not by this module: the agent
+at rest (no deployment running, no model served) holds neither.
 """
 
 from __future__ import annotations
 
 import platform
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
-import onnxruntime as ort
-import onnxruntime_genai as og
 import psutil
 from pydantic import BaseModel, Field
 
@@ -112,12 +113,15 @@ class DeviceInfo(BaseModel):
 
 
 def probe_device() -> DeviceInfo:
+    import onnxruntime as ort
+    import onnxruntime_genai as og
+
     return DeviceInfo(
         onnxruntime_version=ort.__version__,
         onnxruntime_genai_version=og.__version__,
         available_providers=list(ort.get_available_providers()),
-        ep_devices=_ep_devices(),
-        genai_support=_genai_support(),
+        ep_devices=_ep_devices(ort),
+        genai_support=_genai_support(og),
         cpu=_cpu_info(),
         memory=memory_info(),
     )
@@ -128,7 +132,7 @@ def memory_info() -> MemoryInfo:
     return MemoryInfo(total_mb=vm.total // 2**20, available_mb=vm.available // 2**20)
 
 
-def _ep_devices() -> list[EpDevice] | None:
+def _ep_devices(ort: ModuleType) -> list[EpDevice] | None:
     get = getattr(ort, "get_ep_devices", None)
     if get is None:  # onnxruntime < 1.22
         return None
@@ -148,7 +152,7 @@ def _ep_devices() -> list[EpDevice] | None:
     return devices
 
 
-def _genai_support() -> dict[str, bool]:
+def _genai_support(og: ModuleType) -> dict[str, bool]:
     return {
         name.removeprefix("is_").removesuffix("_available"): bool(getattr(og, name)())
         for name in sorted(dir(og))

@@ -1,7 +1,9 @@
 """Prometheus metrics of the API, in a registry of its own (one per app, so tests never collide).
 
-Requests, TTFT and decode tok/s histograms, tokens, queue depth and running generations, and the
-active model and provider (read from the model host at scrape time).
+Requests, TTFT and decode tok/s histograms, tokens, queue depth and running generations, the
+active model and provider (read from the model host at scrape time), and what the process holds:
+`process_resident_memory_bytes` (now), its peak, and the resident memory once the active model had
+loaded, so the fleet sees what each device pays to serve.
 """
 
 from __future__ import annotations
@@ -9,9 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from edge_agent.memory import MB, peak_rss_mb
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TOKS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -45,6 +56,11 @@ class ApiMetrics:
         queued.set_function(lambda: queue()[1])
         running = Gauge("edge_agent_running_generations", "generations running now", registry=r)
         running.set_function(lambda: queue()[0])
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, open fds, ...
+        peak = Gauge(
+            "edge_agent_peak_resident_memory_bytes", "the process's peak resident memory", registry=r
+        )
+        peak.set_function(lambda: peak_rss_mb() * MB)
         r.register(_ModelCollector(status))
 
     def text(self) -> bytes:
@@ -73,6 +89,12 @@ class _ModelCollector(Collector):
         )
         fallbacks.add_metric([], len(active["fallbacks"]) if active else 0)
         yield fallbacks
+        loaded = GaugeMetricFamily(
+            "edge_agent_active_model_resident_memory_bytes",
+            "the process's resident memory once the active model had loaded and answered the probe",
+        )
+        loaded.add_metric([], active["rss_mb"] * MB if active else 0)
+        yield loaded
         swaps = CounterMetricFamily("edge_agent_model_swaps", "models swapped in while serving")
         swaps.add_metric([], status.get("swaps", 0))
         yield swaps

@@ -4,6 +4,7 @@ The reconciler drives it through the `Activator` seam (load_candidate / promote 
 takes a `Lease` per request. A swap only changes which model new leases get: requests already
 running keep theirs and finish on the old model, which is released when its last lease ends.
 Loading walks the chosen provider list and records every provider it had to fall back past.
+A model whose memory estimate exceeds what is free is refused before it loads, with both figures.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from edge_agent import adapters as adapter_files
-from edge_agent import probing
+from edge_agent import memory, probing
 from edge_agent.activation import Candidate
 from edge_agent.contracts import AdapterInfo, BundleManifest, GenerationDefaults, VariantPolicy
 from edge_agent.errors import (
@@ -56,6 +55,7 @@ class ServedModel:
     adapter_infos: dict[str, AdapterInfo] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
     load_s: float = 0.0
+    rss_mb: float = 0.0  # the process's resident memory once this model loaded and answered the probe
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     refs: int = 0
     retired: bool = False
@@ -80,6 +80,7 @@ class ServedModel:
             "install_dir": str(self.install_dir),
             "loaded_at": self.loaded_at.isoformat(),
             "load_s": round(self.load_s, 3),
+            "rss_mb": round(self.rss_mb, 1),
             "in_flight": self.refs,
         }
 
@@ -176,6 +177,8 @@ class ModelHost:
         variant_dir = install_dir / variant_id
         deadline = time.monotonic() + timeout_s
         adapters = adapter_files.from_manifest(manifest, variant_id, install_dir)  # another base: refused
+        need = manifest.variant(variant_id).min_memory_mb
+        memory.check_fits(f"{manifest.ref} {variant_id}", need, self.settings.memory_reserve_mb)
         served = self._load_first(variant_dir, providers, timeout_s, manifest.ref)
         served.name, served.version, served.install_dir = manifest.name, manifest.version, install_dir
         served.defaults = manifest.generation_defaults
@@ -228,6 +231,8 @@ class ModelHost:
             served = self.load_candidate(path, manifest, choice.variant_id, choice.providers, 300.0).handle
         elif (path / "genai_config.json").exists():
             providers = self.settings.providers or ["CPUExecutionProvider"]
+            need = memory.estimate_model_mb(path)
+            memory.check_fits(str(path), need, self.settings.memory_reserve_mb)
             served = self._load_first(path, providers, 300.0, str(path))
             served.name, served.version = _slug(path.name), UNVERSIONED
             self._load_adapters(served, adapter_files.from_folder(path), time.monotonic() + 300.0)
@@ -243,6 +248,8 @@ class ModelHost:
     def _load_first(
         self, variant_dir: Path, providers: list[str], timeout_s: float, what: str
     ) -> ServedModel:
+        import onnxruntime as ort  # with the first model, not with the agent
+
         deadline = time.monotonic() + timeout_s
         available = set(ort.get_available_providers())
         fallbacks: list[str] = []
@@ -255,7 +262,7 @@ class ModelHost:
             unavailable_only = False
             started = time.monotonic()
             try:
-                model = LoadedModel(variant_dir, provider)
+                model = LoadedModel(variant_dir, provider, session_options=self.settings.session_options)
                 served = ServedModel(what, UNVERSIONED, variant_dir.name, provider, variant_dir, model)
                 self._probe(served, deadline)
             except ModelRuntimeError as exc:
@@ -263,6 +270,7 @@ class ModelHost:
                 log.warning("%s: %s failed (%s), falling back", what, provider, exc)
                 continue
             served.load_s = time.monotonic() - started
+            served.rss_mb = memory.rss_mb()
             served.fallbacks = fallbacks
             if fallbacks:
                 log.warning("%s: running on %s after falling back past %s", what, provider, fallbacks)

@@ -38,6 +38,18 @@ class RuntimeSettings(BaseModel):
     )
     probe_prompt: str = Field("Say hello.", description="prompt the health gate asks a new version")
     probe_max_tokens: int = Field(8, ge=1)
+    session_options: dict[str, bool | int | str] = Field(
+        default_factory=dict,
+        description="decoder session options for every model loaded (genai_config's session_options: "
+        "enable_cpu_mem_arena, enable_mem_pattern, ...); one the installed onnxruntime-genai does not "
+        "know fails the load with its name and the version",
+    )
+    memory_reserve_mb: int = Field(
+        0,
+        ge=0,
+        description="memory left free for the device's own work: a model whose estimate would eat into "
+        "it is refused before loading (the model serving keeps serving)",
+    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -12,8 +12,6 @@ import random
 import threading
 from urllib.parse import urljoin
 
-import httpx
-
 from edge_agent.config import HttpPollSettings
 from edge_agent.transports.base import Deliver
 
@@ -26,6 +24,8 @@ class HttpPoller:
     def __init__(self, registry_url: str, settings: HttpPollSettings, timeout_s: float = 30.0) -> None:
         self.url = urljoin(registry_url, f"channels/{settings.channel}.json")
         self.interval_s = settings.interval_s
+        import httpx  # here, not at module level: an agent on MQTT alone never imports httpx
+
         self.client = httpx.Client(timeout=timeout_s, follow_redirects=True)
         self.etag: str | None = None
         self._stop = threading.Event()
@@ -43,6 +43,8 @@ class HttpPoller:
 
     def poll_once(self) -> bytes | None:
         """One conditional GET: the document when it changed, None when not (or on error)."""
+        import httpx
+
         headers = {"If-None-Match": self.etag} if self.etag else {}
         try:
             resp = self.client.get(self.url, headers=headers)

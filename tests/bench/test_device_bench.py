@@ -23,6 +23,7 @@ def test_device_bench_of_a_loaded_variant(tiny_variants: dict[str, Path]) -> Non
     assert record.meta.repetitions == 2 and record.meta.threads == 1
     assert len(record.metrics["decode_tok_s"].samples) == 2 and record.metrics["decode_tok_s"].median > 0
     assert record.size_bytes and record.size_bytes > 100_000 and record.peak_rss_mb
+    assert record.rss_mb and 0 < record.rss_mb <= record.peak_rss_mb + 1  # the model is still held
 
 
 def test_budget_stops_repetitions_early(tiny_variants: dict[str, Path]) -> None:

@@ -180,6 +180,8 @@ class ScriptedDevice:
             provider="CPUExecutionProvider",
             scenario="pp64-tg32",
             meta=BenchMeta(device=self.device),
+            peak_rss_mb=231.0,
+            rss_mb=187.4,
             metrics={
                 "decode_tok_s": Summary(unit="tok/s", median=42.0, p90=40.0, stddev=1.0),
                 "ttft_ms": Summary(unit="ms", median=35.0, p90=40.0, stddev=2.0),

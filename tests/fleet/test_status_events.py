@@ -72,6 +72,9 @@ def test_watch_dedupes_events_records_bench_and_status_shows_it(
     assert [e["seq"] for e in events] == list(range(6))
     bench = json.loads(slmops("fleet", "bench", "--json", *common))
     assert [(b["device"], b["summary"]["metrics"]["ttft_ms"]) for b in bench] == [("dev-a", 35.0)]
+    assert bench[0]["summary"]["rss_mb"] == 187.4  # what the device holds with its model loaded
+    bench_table = slmops("fleet", "bench", *common)
+    assert "RSS MB" in bench_table and "187" in bench_table and "231" in bench_table
 
 
 def test_events_follow_prints_live_events(

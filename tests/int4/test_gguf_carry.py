@@ -227,3 +227,80 @@ def test_the_shipped_recipe_builds_what_convert_builds_by_default() -> None:
     int4 = next(v for v in recipe.convert.variants if v.id == "cpu-int4")
     default = with_source_defaults(VariantSpec(id="cpu-int4"), SourceInfo(kind="named", ref=recipe.source))
     assert VariantSpec.model_validate(int4.model_dump()) == default
+
+
+def test_the_tied_8bit_embedding_reads_the_lm_heads_table_itself(tmp_path) -> None:
+    """The builder's Reshape of the head's table (folded by onnxruntime into a second copy) is gone;
+    the embedding gathers the same rows, and the head's MatMul is untouched."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    vocab, hidden = 40, 64
+    rng = np.random.default_rng(5)
+    table = rng.integers(0, 256, size=(vocab, hidden // 32, 32), dtype=np.uint8)
+    scales = rng.uniform(0.01, 0.1, size=(vocab, hidden // 32)).astype(np.float32)
+    zps = np.full((vocab, hidden // 32), 128, np.uint8)
+    inits = [
+        numpy_helper.from_array(table, "lm_head.MatMul.weight_Q8G32"),
+        numpy_helper.from_array(scales, "lm_head.MatMul.weight_scale"),
+        numpy_helper.from_array(zps, "lm_head.MatMul.weight_zp"),
+        numpy_helper.from_array(np.array([vocab, hidden], np.int64), "table_shape"),
+    ]
+    head = ["lm_head.MatMul.weight_Q8G32", "lm_head.MatMul.weight_scale", "lm_head.MatMul.weight_zp"]
+    nodes = [
+        helper.make_node("Reshape", [head[0], "table_shape"], ["table2d"], "/model/embed_tokens/Reshape"),
+        helper.make_node(
+            "GatherBlockQuantized", ["table2d", "ids", *head[1:]], ["embeds"], "/model/embed_tokens/GatherBlockQuantized",
+            domain="com.microsoft", bits=8, block_size=32, gather_axis=0, quantize_axis=1,
+        ),
+        helper.make_node(
+            "MatMulNBits", ["embeds", *head], ["logits"], "/lm_head/MatMul_Q8",
+            domain="com.microsoft", K=hidden, N=vocab, bits=8, block_size=32, accuracy_level=0,
+        ),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, None])],
+        [
+            helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, None, hidden]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, vocab]),
+        ],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    ids = np.array([[3, 0, 39, 3]], np.int64)
+
+    def run(m) -> list[np.ndarray]:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"ids": ids})
+
+    before = run(model)
+    assert gc.share_embedding_table(model)
+    after = run(model)
+    gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    assert gather.input[0] == head[0]  # the head's own table, no Reshape between
+    assert not [n for n in model.graph.node if n.name == "/model/embed_tokens/Reshape"]
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    assert not gc.share_embedding_table(model)  # nothing left to rewire
+    onnx.checker.check_model(model)
+
+
+def test_a_builder_option_the_installed_onnxruntime_genai_lacks_is_refused_before_building(tmp_path) -> None:
+    from importlib.metadata import version
+
+    from build_side.convert import CARRIED_INT4, builder_option_names, convert
+    from edge_agent.contracts.manifest import SourceInfo
+    from edge_agent.errors import ConvertError
+
+    assert {"prune_lm_head", "shared_embeddings", "accuracy_level"} <= (builder_option_names() or set())
+    source = SourceInfo(kind="hf-folder", ref=str(tmp_path))
+    misspelt = VariantSpec(id="cpu-int4", **{**CARRIED_INT4, "extra_options": {"prune_lm_hed": "true"}})
+    expected = rf"onnxruntime-genai {version('onnxruntime-genai')} has no option 'prune_lm_hed'"
+    with pytest.raises(ConvertError, match=expected):
+        convert(tmp_path / "hf", [misspelt], tmp_path / "out", source)
+    assert not (tmp_path / "out").exists()  # refused before anything was built

@@ -115,3 +115,72 @@ def test_variant_folder_refuses_an_adapter_without_its_card_or_for_another_base(
     (folder / "alpha.adapter.json").write_text(card.model_dump_json())
     with pytest.raises(IncompatibleError, match="belongs to another base"):
         ModelHost().load_dir(folder)
+
+
+def test_metrics_and_status_show_what_the_process_holds_with_the_model(serving_bundle: MakeBundle) -> None:
+    bundle = serving_bundle("2.0.3")
+    host = ModelHost()
+    with BackgroundServer(create_app(host, ApiSettings(port=0))) as server:
+        idle = httpx.get(f"{server.url}/metrics").text
+        host.load_dir(bundle)
+        active = httpx.get(f"{server.url}/status").json()["active"]
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert "edge_agent_active_model_resident_memory_bytes 0.0" in idle
+    assert active["rss_mb"] > 0
+    values = {
+        line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if not line.startswith("#")
+    }
+    loaded = values["edge_agent_active_model_resident_memory_bytes"]
+    assert loaded == pytest.approx(active["rss_mb"] * 2**20, rel=1e-3)
+    assert 0 < loaded <= values["edge_agent_peak_resident_memory_bytes"]
+    assert values["process_resident_memory_bytes"] > 0
+
+
+def test_a_model_larger_than_free_memory_is_refused_before_loading(serving_bundle: MakeBundle) -> None:
+    """The figures are in the error, nothing loads, and the model serving keeps serving."""
+    import psutil
+
+    from edge_agent.errors import MemoryInsufficientError
+
+    old, new = serving_bundle("2.1.0"), serving_bundle("2.1.1")
+    host = ModelHost()
+    host.load_dir(old)
+    reserve = psutil.virtual_memory().total // 2**20  # the device's own work wants all of it
+    host.settings = RuntimeSettings(memory_reserve_mb=reserve)
+    manifest = manifest_of(new)
+    need = manifest.variant(VARIANT).min_memory_mb
+    with pytest.raises(
+        MemoryInsufficientError, match=rf"needs {need} MB, \d+ MB free \({reserve} MB of it kept"
+    ):
+        host.load_candidate(new, manifest, VARIANT, [CPU], timeout_s=60)
+    with pytest.raises(MemoryInsufficientError, match=r"needs \d+ MB, \d+ MB free"):
+        host.load_dir(new / VARIANT)  # a bare variant folder: the same rule on its estimate
+    assert host.current is not None and host.current.version == "2.1.0"
+    with host.acquire("tiny-chat") as lease:
+        text = "".join(lease.model.stream(lease.model.encode("hi"), GenerationParams(max_new_tokens=3)))
+    assert lease.model_id == "tiny-chat@2.1.0" and isinstance(text, str)
+
+
+def test_a_session_option_this_runtime_lacks_names_it_and_the_version(serving_bundle: MakeBundle) -> None:
+    import onnxruntime_genai as og
+
+    bundle = serving_bundle("2.1.2")
+    host = ModelHost(RuntimeSettings(session_options={"enable_cpu_mem_arena": False, "spin_forever": 3}))
+    with pytest.raises(IncompatibleError, match=rf"onnxruntime-genai {og.__version__} .* 'spin_forever'"):
+        host.load_candidate(bundle, manifest_of(bundle), VARIANT, [CPU], timeout_s=60)
+    assert host.current is None
+    fine = ModelHost(RuntimeSettings(session_options={"enable_cpu_mem_arena": False}))
+    assert fine.load_dir(bundle).model is not None
+
+
+def test_the_probe_only_agent_loads_with_the_same_session_options(serving_bundle: MakeBundle) -> None:
+    """With the API off the health gate loads in a child process: the options travel with it."""
+    from edge_agent.deploy.probe import ProbeActivator
+
+    bundle = serving_bundle("2.1.3")
+    manifest = manifest_of(bundle)
+    bad = ProbeActivator(RuntimeSettings(session_options={"spin_forever": 3}))
+    with pytest.raises(HealthCheckError, match=r"onnxruntime-genai [\d.]+ does not accept .*'spin_forever'"):
+        bad.load_candidate(bundle, manifest, VARIANT, [CPU], timeout_s=120)
+    good = ProbeActivator(RuntimeSettings(session_options={"enable_mem_pattern": False}))
+    assert good.load_candidate(bundle, manifest, VARIANT, [CPU], timeout_s=120).provider == CPU

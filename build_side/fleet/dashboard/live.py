@@ -52,8 +52,9 @@ class _Tap:
     def __getattr__(self, name: str) -> object:
         return getattr(self._session, name)
 
-    def subscribe(self, *patterns: str) -> None:
-        """At QoS 0: the dashboard only looks, and a burst must not make the broker drop messages."""
+    def subscribe(self, *patterns: str, qos: int = 0) -> None:
+        """At QoS 0 whatever the caller asks: the dashboard only looks, and a burst must not make the
+        broker drop messages."""
         self._session.subscribe(*patterns, qos=0)
 
     def get(self, timeout_s: float) -> Message | None:

@@ -85,40 +85,54 @@ def status(api: Running) -> dict:
     return httpx.get(f"{api.url}/status", timeout=5).json()["api"]
 
 
-def wait(pred, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+def wait(pred, what: str, timeout: float = 10, poll: float = 0.02) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 def test_a_queued_client_that_hangs_up_gives_its_place_up(module_bundle: Path) -> None:
+    """The hung-up client's place is freed at once, while the request ahead of it still runs; before,
+    it was freed only when it reached the front (when the first request finished).
+
+    The tiny model answers fast, so a try counts only when the first request was still running well
+    after the hang-up; the order of the two moments (place freed, first answered) is what is checked."""
     long = {
         "model": BUNDLE_NAME,
         "messages": [{"role": "user", "content": "Count."}],
         "max_tokens": 460,
         "min_tokens": 460,
     }
-    results: list[int] = []
-    with serving(module_bundle, max_concurrent=1, max_queue=1) as api:
+    for _ in range(8):
+        done_at: list[float] = []
+        codes: list[int] = []
+        with serving(module_bundle, max_concurrent=1, max_queue=1) as api:
 
-        def post() -> None:
-            r = httpx.post(f"{api.url}/v1/chat/completions", json=long, timeout=120)
-            results.append(r.status_code)
+            def post(codes: list[int] = codes, done_at: list[float] = done_at, url: str = api.url) -> None:
+                r = httpx.post(f"{url}/v1/chat/completions", json=long, timeout=120)
+                codes.append(r.status_code)
+                done_at.append(time.monotonic())
 
-        first = threading.Thread(target=post)
-        first.start()
-        wait(lambda: status(api)["running"] == 1, "the first request running")
-        gone = raw_post(api.url, json.dumps(long).encode())
-        wait(lambda: status(api)["queued"] == 1, "the client that will hang up queued")
-        gone.close()
-        wait(lambda: status(api)["queued"] == 0, "its place given up", timeout=3)
-        assert first.is_alive() and status(api)["running"] == 1, "while the first request still runs"
-        late = threading.Thread(target=post)
-        late.start()  # the one place in the queue is free again: no 429
-        for t in (first, late):
-            t.join(120)
-    assert results == [200, 200]
+            first = threading.Thread(target=post)
+            first.start()
+            wait(lambda: status(api)["running"] == 1, "the first request running", poll=0.005)
+            gone = raw_post(api.url, json.dumps(long).encode())
+            wait(lambda: status(api)["queued"] == 1, "the client that will hang up queued", poll=0.005)
+            closed_at = time.monotonic()
+            gone.close()
+            wait(lambda: status(api)["queued"] == 0, "its place given up", timeout=30, poll=0.005)
+            freed_at = time.monotonic()
+            late = threading.Thread(target=post)
+            late.start()  # the one place in the queue is free: no 429
+            for th in (first, late):
+                th.join(120)
+        assert codes == [200, 200], codes
+        if done_at[0] - closed_at < 0.1:
+            continue  # the first request ended about when the client hung up: this try says nothing
+        assert freed_at < done_at[0] - 0.03, "the place was freed only when the request ahead finished"
+        return
+    pytest.skip("the first request always finished within 0.1 s of the hang-up on this machine")
 
 
 def test_special_tokens_in_user_text_are_encoded_as_text(tiny_variants: dict[str, Path]) -> None:

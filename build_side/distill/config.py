@@ -34,6 +34,9 @@ class GenerationSettings(_Settings):
     system: str | None = None  # a system message; None keeps the template's default
     limit: int | None = Field(None, ge=1)  # use only the first N prompts (sizing a run)
     threads: int | None = Field(None, ge=1)  # torch threads; 1 is faster than 2 on a busy machine
+    # store the teacher's k most likely next tokens (log-probs) at every answer position, so training
+    # needs no second pass of the teacher (0 = answers only; training then runs the teacher again)
+    top_logprobs: int = Field(0, ge=0, le=64)
 
 
 class ValidationSettings(_Settings):
@@ -48,8 +51,10 @@ class ValidationSettings(_Settings):
 
 
 class StudentSpec(_Settings):
-    """Either a given smaller model (`source`) or the teacher with only some of its layers."""
+    """Either a given smaller model (`source`) or the teacher with only some of its layers (depth),
+    only some of its MLP channels (width), or both."""
 
+    name: str | None = None  # how the report and the output folders call it (several students)
     source: str | None = None  # a model source with the teacher's tokenizer
     keep_layers: int | None = Field(None, ge=1)  # how many teacher layers the student keeps
     # even: evenly spaced, first and last included. block: keep the first and last layers and drop the
@@ -57,13 +62,30 @@ class StudentSpec(_Settings):
     # middle layers are usually the most redundant); far better starting weights when half go.
     select: Literal["even", "block"] = "even"
     layers: list[int] | None = None  # exact teacher layer indices, overrides keep_layers
+    # width: MLP intermediate channels kept per layer, the most active on the task data (Minitron)
+    mlp_channels: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_way(self) -> StudentSpec:
-        derived = self.keep_layers is not None or self.layers is not None
+        derived = self.keep_layers is not None or self.layers is not None or self.mlp_channels is not None
         if (self.source is not None) != derived:
             return self
-        raise ValueError("give either student.source or student.keep_layers/layers, not both or neither")
+        raise ValueError(
+            "give either student.source or student.keep_layers/layers/mlp_channels, not both or neither"
+        )
+
+    def label(self) -> str:
+        """The given name, else one made of the sizes: `l12`, `w768`, `l12-w768`."""
+        if self.name:
+            return self.name
+        if self.source:
+            return self.source.rstrip("/").rsplit("/", 1)[-1]
+        parts = []
+        if self.layers is not None or self.keep_layers is not None:
+            parts.append(f"l{len(self.layers) if self.layers is not None else self.keep_layers}")
+        if self.mlp_channels is not None:
+            parts.append(f"w{self.mlp_channels}")
+        return "-".join(parts)
 
 
 class TrainSettings(_Settings):

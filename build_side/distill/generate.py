@@ -26,7 +26,16 @@ class GenerateResult:
 def generation_record(settings: GenerationSettings) -> dict:
     """The settings that shape an answer (not batch size or threads, which do not)."""
     return settings.model_dump(
-        include={"max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed", "chat", "system"}
+        include={
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "repetition_penalty",
+            "seed",
+            "chat",
+            "system",
+            "top_logprobs",
+        }
     )
 
 
@@ -59,6 +68,9 @@ def generate_records(
                     output_tokens=a.output_tokens,
                     generation=gen,
                     teacher=teacher_id,
+                    output_ids=a.token_ids,
+                    topk_ids=a.topk_ids,
+                    topk_logprobs=a.topk_logprobs,
                 )
                 for p, a in zip(batch, answers, strict=True)
             )

@@ -24,6 +24,9 @@ class Completion:
     text: str
     finish_reason: Literal["stop", "length"]
     output_tokens: int | None
+    token_ids: list[int] | None = None  # generated ids, EOS included when it stopped
+    topk_ids: list[list[int]] | None = None  # per generated position, the k most likely ids
+    topk_logprobs: list[list[float]] | None = None  # and their log-probs (temperature 1)
 
 
 class Teacher(Protocol):
@@ -80,18 +83,34 @@ class TransformersTeacher:
             torch.manual_seed(settings.seed)
         if settings.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = settings.repetition_penalty
+        k = settings.top_logprobs
+        if k:  # the raw logits of every step (no processors run on greedy defaults)
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids)
             )
-        new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated), padded after EOS
+        sequences = out.sequences if k else out
+        new = sequences[:, enc["input_ids"].shape[1] :]  # (batch, generated), padded after EOS
+        top = None
+        if k:  # (batch, steps, k) ids and log-probs
+            logp = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
+            top = torch.topk(logp, k, dim=-1)
         results = []
-        for row in new.tolist():
+        for b, row in enumerate(new.tolist()):
             end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
             kept = row if end is None else row[:end]
             text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
             finish: Literal["stop", "length"] = "length" if end is None else "stop"
-            results.append(Completion(text, finish, len(kept) + (0 if end is None else 1)))
+            n = len(kept) + (0 if end is None else 1)
+            extra: dict[str, Any] = {}
+            if top is not None:
+                extra = {
+                    "token_ids": row[:n],
+                    "topk_ids": top.indices[b, :n].tolist(),
+                    "topk_logprobs": [[round(v, 4) for v in r] for r in top.values[b, :n].tolist()],
+                }
+            results.append(Completion(text, finish, n, **extra))
         return results
 
 

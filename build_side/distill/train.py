@@ -29,7 +29,7 @@ import torch
 
 from build_side.distill.config import StudentSpec, TrainSettings
 from build_side.distill.data import collate, encode_record, get_batch, split_records, val_batches
-from build_side.distill.loss import DistillLoss, distill_loss
+from build_side.distill.loss import DistillLoss, distill_loss, topk_distill_loss
 from build_side.distill.progress import Advance
 from build_side.distill.records import TeacherRecord
 from build_side.distill.student import load_student
@@ -114,7 +114,8 @@ def train(
     # ---- models: the teacher is frozen and only predicts; the student is what the optimizer moves
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval().requires_grad_(False)
     teacher.to(accelerator.device)
-    calibration = collate(train_ex[: cfg.batch_size], pad_id=0)  # picks the layers for select: block
+    # picks the layers for select: block and ranks the MLP channels for width pruning
+    calibration = collate(train_ex[: max(cfg.batch_size, 32)], pad_id=0)
     student, student_info = load_student(student_spec, teacher, calibration)
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)  # tied: the head stays the teacher's too
@@ -153,6 +154,15 @@ def train(
 
     def forward(batch: dict[str, torch.Tensor]) -> DistillLoss:
         ids, mask = batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device)
+        if "topk_ids" in batch:  # stage 1 stored the teacher's top-k: no teacher pass
+            return topk_distill_loss(
+                student(input_ids=ids, attention_mask=mask).logits,
+                batch["topk_ids"].to(accelerator.device),
+                batch["topk_logprobs"].to(accelerator.device),
+                batch["targets"].to(accelerator.device),
+                cfg.temperature,
+                cfg.alpha,
+            )
         with torch.no_grad():
             t_logits = teacher(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
         s_logits = student(input_ids=ids, attention_mask=mask).logits  # (B, L, V)

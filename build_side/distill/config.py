@@ -129,6 +129,42 @@ class ReportSettings(_Settings):
     )
 
 
+class SkillSettings(_Settings):
+    """One skill of a task: how its teacher is asked, and how the student learns and is asked."""
+
+    name: Literal["intent", "command"]  # the skill the held-out set scores (build_side.tasks.ops)
+    adapter: str | None = None  # the teacher's adapter for this skill (from task.teacher_finetune)
+    system: str | None = None  # the teacher's system prompt; None = the adapter's training template's
+    # the prompt the student learns under and is asked with on the device; short = fewer tokens per
+    # request (a student is a new model, it need not keep the teacher's long instruction). None = system
+    student_system: str | None = None
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class TaskBar(_Settings):
+    """The bar a student must meet to ship (see build_side.distill.verdict.Bar)."""
+
+    keep: float = Field(0.92, gt=0.0, le=1.0)
+    speedup: float = Field(2.0, gt=0.0)
+    memory: float = Field(0.60, gt=0.0)
+
+
+class TaskSettings(_Settings):
+    """A task student: a task teacher (base + one adapter per skill) labels task requests; several
+    students are trained; each is scored on a held-out set on the variant devices run."""
+
+    kind: Literal["ops"] = "ops"
+    teacher_finetune: str | None = None  # a recipe whose finetune: section trains the teacher's adapters
+    heldout: str  # the evaluation set (build_side.tasks.ops request lines)
+    skills: list[SkillSettings] = Field(min_length=1)
+    variant: str = "cpu-int4"  # what the held-out set is scored on, for teacher and students
+    bar: TaskBar = TaskBar()
+    heldout_limit: int | None = Field(None, ge=1)  # score only the first N (sizing a run)
+    speed_scenario: str = "pp64-tg32"  # bench compare scenario (prefill, generated tokens)
+    speed_reps: int = Field(3, ge=1)
+    threads: int | None = Field(None, ge=1)  # onnxruntime threads for scoring and speed
+
+
 class DistillRecipe(_Settings):
     """The `distill:` section of a recipe."""
 
@@ -136,12 +172,31 @@ class DistillRecipe(_Settings):
     prompts: str  # JSONL of {"id", "prompt"}
     generate: GenerationSettings = GenerationSettings()
     validate_outputs: ValidationSettings = Field(default_factory=ValidationSettings, alias="validate")
-    student: StudentSpec
+    student: StudentSpec | None = None
+    students: list[StudentSpec] | None = None  # several, compared in the report (task recipes)
+    task: TaskSettings | None = None
     train: TrainSettings = TrainSettings()
     report: ReportSettings | None = ReportSettings()
     base_dir: str | None = None  # where relative paths start (the recipe's folder)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _students(self) -> DistillRecipe:
+        if (self.student is None) == (self.students is None):
+            raise ValueError("give either student (one) or students (a list), not both or neither")
+        if self.students is not None:
+            if not self.students:
+                raise ValueError("students: give at least one")
+            labels = [s.label() for s in self.students]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"students need distinct names, got {labels}")
+        if self.students is not None and self.task is None:
+            raise ValueError("several students are compared on a task: add a task section")
+        return self
+
+    def student_specs(self) -> list[StudentSpec]:
+        return self.students if self.students is not None else [self.student]  # type: ignore[list-item]
 
     def path(self, value: str) -> Path:
         return resolve_path(value, Path(self.base_dir) if self.base_dir else None)

@@ -29,7 +29,7 @@ import torch
 
 from build_side.distill.config import StudentSpec, TrainSettings
 from build_side.distill.data import collate, encode_record, get_batch, split_records, val_batches
-from build_side.distill.loss import DistillLoss, distill_loss, topk_distill_loss
+from build_side.distill.loss import IGNORE, DistillLoss, distill_loss, topk_distill_loss
 from build_side.distill.progress import Advance
 from build_side.distill.records import TeacherRecord
 from build_side.distill.student import load_student
@@ -155,11 +155,16 @@ def train(
     def forward(batch: dict[str, torch.Tensor]) -> DistillLoss:
         ids, mask = batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device)
         if "topk_ids" in batch:  # stage 1 stored the teacher's top-k: no teacher pass
+            # the head only where something is learned: from the first answer position on (the head
+            # over a 49k vocabulary costs more than a small student's body on the prompt positions)
+            learned = (batch["targets"] != IGNORE).any(dim=0).nonzero()
+            first = int(learned[0]) if len(learned) else ids.shape[1] - 1
+            logits = student(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
             return topk_distill_loss(
-                student(input_ids=ids, attention_mask=mask).logits,
-                batch["topk_ids"].to(accelerator.device),
-                batch["topk_logprobs"].to(accelerator.device),
-                batch["targets"].to(accelerator.device),
+                logits,
+                batch["topk_ids"][:, first:].to(accelerator.device),
+                batch["topk_logprobs"][:, first:].to(accelerator.device),
+                batch["targets"][:, first:].to(accelerator.device),
                 cfg.temperature,
                 cfg.alpha,
             )

@@ -64,6 +64,10 @@ class StudentSpec(_Settings):
     layers: list[int] | None = None  # exact teacher layer indices, overrides keep_layers
     # width: MLP intermediate channels kept per layer, the most active on the task data (Minitron)
     mlp_channels: int | None = Field(None, ge=1)
+    # task: keep only the tokens of the training sequences (+ byte symbols, + the first
+    # vocab_base_merges BPE merges): embedding and LM head rows, tokenizer renumbered (needs stored top-k)
+    vocab: Literal["full", "task"] = "full"
+    vocab_base_merges: int = Field(2000, ge=0)
 
     @model_validator(mode="after")
     def _one_way(self) -> StudentSpec:
@@ -85,7 +89,9 @@ class StudentSpec(_Settings):
             parts.append(f"l{len(self.layers) if self.layers is not None else self.keep_layers}")
         if self.mlp_channels is not None:
             parts.append(f"w{self.mlp_channels}")
-        return "-".join(parts)
+        if self.vocab == "task":
+            parts.append("v")
+        return "-".join(parts) or "full"
 
 
 class TrainSettings(_Settings):

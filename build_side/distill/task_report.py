@@ -282,7 +282,8 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    """Held-out score (worst skill kept... per skill) against decode speed, one point per model."""
+    """Held-out score against decode speed, one panel per skill, one point per model; the dashed line
+    is the bar (the teacher's score times `keep`)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -94,11 +94,18 @@ def generate(
                 "prompts": result.total,
                 "skipped": result.skipped,
                 "written": result.written,
+                "failed": result.failed,
+                "failures": result.failures or {},
                 "validation": counts,
             }
         )
         return
     console.print(f"{result.written} new answers, {result.skipped} already there -> {out}")
+    if result.failed or result.failures:
+        console.print(
+            f"[yellow]{result.failed} prompts without an answer after the retries (a rerun asks again); "
+            f"teacher failures: {result.failures}[/yellow]"
+        )
     _validation_table(counts, "teacher outputs (default filters)")
 
 

@@ -34,6 +34,9 @@ class GenerationSettings(_Settings):
     system: str | None = None  # a system message; None keeps the template's default
     limit: int | None = Field(None, ge=1)  # use only the first N prompts (sizing a run)
     threads: int | None = Field(None, ge=1)  # torch threads; 1 is faster than 2 on a busy machine
+    # store the teacher's k most likely next tokens (log-probs) at every answer position, so training
+    # needs no second pass of the teacher (0 = answers only; training then runs the teacher again)
+    top_logprobs: int = Field(0, ge=0, le=64)
 
 
 class ValidationSettings(_Settings):
@@ -48,8 +51,10 @@ class ValidationSettings(_Settings):
 
 
 class StudentSpec(_Settings):
-    """Either a given smaller model (`source`) or the teacher with only some of its layers."""
+    """Either a given smaller model (`source`) or the teacher with only some of its layers (depth),
+    only some of its MLP channels (width), or both."""
 
+    name: str | None = None  # how the report and the output folders call it (several students)
     source: str | None = None  # a model source with the teacher's tokenizer
     keep_layers: int | None = Field(None, ge=1)  # how many teacher layers the student keeps
     # even: evenly spaced, first and last included. block: keep the first and last layers and drop the
@@ -57,13 +62,36 @@ class StudentSpec(_Settings):
     # middle layers are usually the most redundant); far better starting weights when half go.
     select: Literal["even", "block"] = "even"
     layers: list[int] | None = None  # exact teacher layer indices, overrides keep_layers
+    # width: MLP intermediate channels kept per layer, the most active on the task data (Minitron)
+    mlp_channels: int | None = Field(None, ge=1)
+    # task: keep only the tokens of the training sequences (+ byte symbols, + the first
+    # vocab_base_merges BPE merges): embedding and LM head rows, tokenizer renumbered (needs stored top-k)
+    vocab: Literal["full", "task"] = "full"
+    vocab_base_merges: int = Field(2000, ge=0)
 
     @model_validator(mode="after")
     def _one_way(self) -> StudentSpec:
-        derived = self.keep_layers is not None or self.layers is not None
+        derived = self.keep_layers is not None or self.layers is not None or self.mlp_channels is not None
         if (self.source is not None) != derived:
             return self
-        raise ValueError("give either student.source or student.keep_layers/layers, not both or neither")
+        raise ValueError(
+            "give either student.source or student.keep_layers/layers/mlp_channels, not both or neither"
+        )
+
+    def label(self) -> str:
+        """The given name, else one made of the sizes: `l12`, `w768`, `l12-w768`."""
+        if self.name:
+            return self.name
+        if self.source:
+            return self.source.rstrip("/").rsplit("/", 1)[-1]
+        parts = []
+        if self.layers is not None or self.keep_layers is not None:
+            parts.append(f"l{len(self.layers) if self.layers is not None else self.keep_layers}")
+        if self.mlp_channels is not None:
+            parts.append(f"w{self.mlp_channels}")
+        if self.vocab == "task":
+            parts.append("v")
+        return "-".join(parts) or "full"
 
 
 class TrainSettings(_Settings):
@@ -107,6 +135,42 @@ class ReportSettings(_Settings):
     )
 
 
+class SkillSettings(_Settings):
+    """One skill of a task: how its teacher is asked, and how the student learns and is asked."""
+
+    name: Literal["intent", "command"]  # the skill the held-out set scores (build_side.tasks.ops)
+    adapter: str | None = None  # the teacher's adapter for this skill (from task.teacher_finetune)
+    system: str | None = None  # the teacher's system prompt; None = the adapter's training template's
+    # the prompt the student learns under and is asked with on the device; short = fewer tokens per
+    # request (a student is a new model, it need not keep the teacher's long instruction). None = system
+    student_system: str | None = None
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class TaskBar(_Settings):
+    """The bar a student must meet to ship (see build_side.distill.verdict.Bar)."""
+
+    keep: float = Field(0.92, gt=0.0, le=1.0)
+    speedup: float = Field(2.0, gt=0.0)
+    memory: float = Field(0.60, gt=0.0)
+
+
+class TaskSettings(_Settings):
+    """A task student: a task teacher (base + one adapter per skill) labels task requests; several
+    students are trained; each is scored on a held-out set on the variant devices run."""
+
+    kind: Literal["ops"] = "ops"
+    teacher_finetune: str | None = None  # a recipe whose finetune: section trains the teacher's adapters
+    heldout: str  # the evaluation set (build_side.tasks.ops request lines)
+    skills: list[SkillSettings] = Field(min_length=1)
+    variant: str = "cpu-int4"  # what the held-out set is scored on, for teacher and students
+    bar: TaskBar = TaskBar()
+    heldout_limit: int | None = Field(None, ge=1)  # score only the first N (sizing a run)
+    speed_scenario: str = "pp64-tg32"  # bench compare scenario (prefill, generated tokens)
+    speed_reps: int = Field(3, ge=1)
+    threads: int | None = Field(None, ge=1)  # onnxruntime threads for scoring and speed
+
+
 class DistillRecipe(_Settings):
     """The `distill:` section of a recipe."""
 
@@ -114,12 +178,31 @@ class DistillRecipe(_Settings):
     prompts: str  # JSONL of {"id", "prompt"}
     generate: GenerationSettings = GenerationSettings()
     validate_outputs: ValidationSettings = Field(default_factory=ValidationSettings, alias="validate")
-    student: StudentSpec
+    student: StudentSpec | None = None
+    students: list[StudentSpec] | None = None  # several, compared in the report (task recipes)
+    task: TaskSettings | None = None
     train: TrainSettings = TrainSettings()
     report: ReportSettings | None = ReportSettings()
     base_dir: str | None = None  # where relative paths start (the recipe's folder)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _students(self) -> DistillRecipe:
+        if (self.student is None) == (self.students is None):
+            raise ValueError("give either student (one) or students (a list), not both or neither")
+        if self.students is not None:
+            if not self.students:
+                raise ValueError("students: give at least one")
+            labels = [s.label() for s in self.students]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"students need distinct names, got {labels}")
+        if self.students is not None and self.task is None:
+            raise ValueError("several students are compared on a task: add a task section")
+        return self
+
+    def student_specs(self) -> list[StudentSpec]:
+        return self.students if self.students is not None else [self.student]  # type: ignore[list-item]
 
     def path(self, value: str) -> Path:
         return resolve_path(value, Path(self.base_dir) if self.base_dir else None)

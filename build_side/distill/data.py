@@ -34,17 +34,30 @@ class Example:
     id: str
     inputs: list[int]  # tokens 0..n-2 of the sequence
     targets: list[int]  # tokens 1..n-1, IGNORE over the prompt
+    # the teacher's stored top-k at the answer positions (from position `topk_start` on), if any
+    topk_ids: list[list[int]] | None = None
+    topk_logprobs: list[list[float]] | None = None
+    topk_start: int = 0
 
 
 def encode_record(tokenizer: Any, record: TeacherRecord, max_len: int) -> Example:
     gen = record.generation
     text, templated = format_prompt(tokenizer, record.input, gen.get("chat", True), gen.get("system"))
     prompt_ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
-    answer_ids = tokenizer(record.teacher_output, add_special_tokens=False)["input_ids"]
-    seq = (prompt_ids + answer_ids + [tokenizer.eos_token_id])[:max_len]
+    if record.output_ids is not None:  # the tokens the teacher generated, EOS included: no re-tokenizing
+        seq = (prompt_ids + record.output_ids)[:max_len]
+    else:
+        answer_ids = tokenizer(record.teacher_output, add_special_tokens=False)["input_ids"]
+        seq = (prompt_ids + answer_ids + [tokenizer.eos_token_id])[:max_len]
     # position t predicts seq[t+1]; the first answer token is predicted from the last prompt token
     targets = [tok if t + 1 >= len(prompt_ids) else IGNORE for t, tok in enumerate(seq[1:])]
-    return Example(record.id, seq[:-1], targets)
+    if record.topk_ids is None or record.topk_logprobs is None or record.output_ids is None:
+        return Example(record.id, seq[:-1], targets)
+    start = len(prompt_ids) - 1  # the position that predicts the first answer token
+    n = max(0, len(seq) - 1 - start)
+    return Example(
+        record.id, seq[:-1], targets, record.topk_ids[:n], record.topk_logprobs[:n], topk_start=start
+    )
 
 
 def split_records(
@@ -73,7 +86,17 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.inputs)
         mask[i, :n] = 1
         targets[i, :n] = torch.tensor(e.targets)
-    return {"input_ids": ids, "attention_mask": mask, "targets": targets}
+    batch = {"input_ids": ids, "attention_mask": mask, "targets": targets}
+    if examples and all(e.topk_ids for e in examples):  # stored teacher top-k: (B, L, K)
+        k = len(examples[0].topk_ids[0])  # type: ignore[index]
+        top_ids = torch.zeros((len(examples), length, k), dtype=torch.long)
+        top_lp = torch.zeros((len(examples), length, k), dtype=torch.float32)
+        for i, e in enumerate(examples):
+            rows = len(e.topk_ids)  # type: ignore[arg-type]
+            top_ids[i, e.topk_start : e.topk_start + rows] = torch.tensor(e.topk_ids)
+            top_lp[i, e.topk_start : e.topk_start + rows] = torch.tensor(e.topk_logprobs)
+        batch.update(topk_ids=top_ids, topk_logprobs=top_lp)
+    return batch
 
 
 @lru_cache(maxsize=4)

@@ -21,12 +21,23 @@ class GenerateResult:
     total: int  # prompts asked for
     skipped: int  # already in the output from an earlier run
     written: int  # new records this run
+    failed: int = 0  # prompts the teacher gave no answer to after its tries (asked again next run)
+    failures: dict[str, int] | None = None  # an endpoint teacher's failures by kind, every try counted
 
 
 def generation_record(settings: GenerationSettings) -> dict:
     """The settings that shape an answer (not batch size or threads, which do not)."""
     return settings.model_dump(
-        include={"max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed", "chat", "system"}
+        include={
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "repetition_penalty",
+            "seed",
+            "chat",
+            "system",
+            "top_logprobs",
+        }
     )
 
 
@@ -43,7 +54,7 @@ def generate_records(
     todo = [p for p in prompts if p.id not in done]
     teacher_id = teacher.describe()
     gen = generation_record(settings)
-    written = 0
+    written = failed = 0
     with RecordWriter(out) as writer:
         for b, start in enumerate(range(0, len(todo), settings.batch_size)):
             if max_batches is not None and b >= max_batches:
@@ -59,10 +70,22 @@ def generate_records(
                     output_tokens=a.output_tokens,
                     generation=gen,
                     teacher=teacher_id,
+                    output_ids=a.token_ids,
+                    topk_ids=a.topk_ids,
+                    topk_logprobs=a.topk_logprobs,
                 )
                 for p, a in zip(batch, answers, strict=True)
+                if a is not None
             )
-            written += len(batch)
+            written += sum(a is not None for a in answers)
+            failed += sum(a is None for a in answers)
             if advance:
                 advance(len(batch))
-    return GenerateResult(out=out, total=len(prompts), skipped=len(prompts) - len(todo), written=written)
+    return GenerateResult(
+        out=out,
+        total=len(prompts),
+        skipped=len(prompts) - len(todo),
+        written=written,
+        failed=failed,
+        failures=getattr(teacher, "failures", None),
+    )

@@ -79,6 +79,11 @@ def run_from_recipe(
 
     recipe = parse_section(section, base_dir=recipe_dir)
     out_dir = Path(out_dir)
+    if recipe.task is not None:  # a task student: teacher adapters, stage 1 per skill, several students
+        from build_side.distill.task import run_task
+
+        return run_task(recipe, Path(base_model_dir), out_dir, say=say, progress=progress)
+    assert recipe.student is not None
     data_file = out_dir / "data" / "teacher.jsonl"
 
     # ---- stage 1: the teacher answers (only the prompts not answered yet)

@@ -32,6 +32,11 @@ class TeacherRecord(BaseModel):
     output_tokens: int | None = None
     generation: dict[str, Any]  # the settings that produced it
     teacher: dict[str, Any]  # which teacher: kind, source or url/model, sha256 where known
+    # the answer's token ids as generated (EOS last when it stopped), and per position the teacher's
+    # top-k next tokens: [[id, ...], ...] and their log-probs [[lp, ...], ...] (stored by stage 1)
+    output_ids: list[int] | None = None
+    topk_ids: list[list[int]] | None = None
+    topk_logprobs: list[list[float]] | None = None
 
 
 def read_prompts(path: Path, limit: int | None = None) -> list[Prompt]:

@@ -74,6 +74,31 @@ def retention(
     return out
 
 
+def general_verdict(
+    teacher: dict[str, Any], student: dict[str, Any], engine: str, accuracy: tuple[float, str]
+) -> str:
+    """The ship verdict against the task bar (distill.verdict), the accuracy kept as one skill."""
+    from build_side.distill.verdict import Bar, Figures, judge
+
+    t, s = teacher["speed"][engine], student["speed"][engine]
+    kept, basis = accuracy
+    return judge(
+        Figures(
+            name="teacher",
+            scores={basis: 1.0},
+            decode_tok_s=t["decode_tok_s"],
+            model_rss_mb=t["model_rss_mb"],
+        ),
+        Figures(
+            name="student",
+            scores={basis: kept},
+            decode_tok_s=s["decode_tok_s"],
+            model_rss_mb=s["model_rss_mb"],
+        ),
+        Bar(),
+    ).line
+
+
 def build_report(
     teacher_dir: Path,
     student_dir: Path,
@@ -168,6 +193,7 @@ def build_report(
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "headline": ret[engines[0]]["headline"],
+        "verdict": general_verdict(teacher, student, engines[0], accuracy),
         "retention": ret,
         "teacher": teacher,
         "student": student,
@@ -237,6 +263,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"**{r['headline']}**",
         "",
+        *([f"**{r['verdict']}**", ""] if r.get("verdict") else []),
         f"Teacher: `{t['dir']}` ({t['layers']} layers, {t['params'] / 1e6:.1f} M parameters). "
         f"Student: `{s['dir']}` ({s['layers']} layers, {s['params'] / 1e6:.1f} M parameters).",
         "",

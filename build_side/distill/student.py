@@ -31,6 +31,8 @@ def even_layers(total: int, keep: int) -> list[int]:
 
 
 def chosen_layers(spec: StudentSpec, total: int) -> list[int]:
+    if spec.layers is None and spec.keep_layers is None:  # width only: every layer stays
+        return list(range(total))
     if spec.layers is not None:
         layers = sorted(set(spec.layers))
         if len(layers) != len(spec.layers) or not all(0 <= i < total for i in layers):
@@ -107,6 +109,21 @@ def derive_student(teacher: Any, layers: list[int]) -> Any:
     return student
 
 
+def check_spec(spec: StudentSpec, config: Any) -> None:
+    """A clear error, before any teacher pass or training, for a size the model cannot take."""
+    from build_side.distill.prune import check_channels
+
+    if spec.source is not None:
+        return
+    total = int(config.num_hidden_layers)
+    if spec.keep_layers is not None and spec.keep_layers > total:
+        raise DistillError(f"student {spec.label()}: cannot keep {spec.keep_layers} of {total} layers")
+    if spec.layers is not None:
+        chosen_layers(spec, total)
+    if spec.mlp_channels is not None:
+        check_channels(config, spec.mlp_channels)
+
+
 def load_student(
     spec: StudentSpec, teacher: Any, calibration: dict[str, Any] | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -115,9 +132,10 @@ def load_student(
     from transformers import AutoModelForCausalLM
 
     total = teacher.config.num_hidden_layers
+    check_spec(spec, teacher.config)
     if spec.source is None:
         info: dict[str, Any] = {"kind": "derived", "teacher_layers": total}
-        if spec.layers is None and spec.select == "block":
+        if spec.layers is None and spec.keep_layers is not None and spec.select == "block":
             if calibration is None:
                 raise DistillError("select: block needs a calibration batch of the teacher's answers")
             assert spec.keep_layers is not None
@@ -126,7 +144,15 @@ def load_student(
         else:
             layers = chosen_layers(spec, total)
         info["kept_layers"] = layers
-        return derive_student(teacher, layers), info
+        student = derive_student(teacher, layers)
+        if spec.mlp_channels is not None:
+            from build_side.distill.prune import channel_importance, prune_mlp
+
+            if calibration is None:
+                raise DistillError("width pruning needs a calibration batch of task sequences")
+            importance = channel_importance(teacher, calibration)  # ranked on the whole teacher
+            info.update(prune_mlp(student, spec.mlp_channels, [importance[i] for i in layers]))
+        return student, info
 
     from build_side.sources import prepare
 

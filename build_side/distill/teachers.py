@@ -24,6 +24,9 @@ class Completion:
     text: str
     finish_reason: Literal["stop", "length"]
     output_tokens: int | None
+    token_ids: list[int] | None = None  # generated ids, EOS included when it stopped
+    topk_ids: list[list[int]] | None = None  # per generated position, the k most likely ids
+    topk_logprobs: list[list[float]] | None = None  # and their log-probs (temperature 1)
 
 
 class Teacher(Protocol):
@@ -80,18 +83,34 @@ class TransformersTeacher:
             torch.manual_seed(settings.seed)
         if settings.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = settings.repetition_penalty
+        k = settings.top_logprobs
+        if k:  # the raw logits of every step (no processors run on greedy defaults)
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids)
             )
-        new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated), padded after EOS
+        sequences = out.sequences if k else out
+        new = sequences[:, enc["input_ids"].shape[1] :]  # (batch, generated), padded after EOS
+        top = None
+        if k:  # (batch, steps, k) ids and log-probs
+            logp = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
+            top = torch.topk(logp, k, dim=-1)
         results = []
-        for row in new.tolist():
+        for b, row in enumerate(new.tolist()):
             end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
             kept = row if end is None else row[:end]
             text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
             finish: Literal["stop", "length"] = "length" if end is None else "stop"
-            results.append(Completion(text, finish, len(kept) + (0 if end is None else 1)))
+            n = len(kept) + (0 if end is None else 1)
+            extra: dict[str, Any] = {}
+            if top is not None:
+                extra = {
+                    "token_ids": row[:n],
+                    "topk_ids": top.indices[b, :n].tolist(),
+                    "topk_logprobs": [[round(v, 4) for v in r] for r in top.values[b, :n].tolist()],
+                }
+            results.append(Completion(text, finish, n, **extra))
         return results
 
 
@@ -101,26 +120,66 @@ def _v1_url(url: str) -> str:
     return url.rstrip("/") + "/v1" if parts.path in ("", "/") else url.rstrip("/")
 
 
+class _Malformed(Exception):
+    """An HTTP 200 whose body is not an answer."""
+
+
 class OpenAITeacher:
     """Any OpenAI-compatible endpoint; requests run `batch_size` at a time."""
 
-    def __init__(self, url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2
+    ) -> None:
         from openai import OpenAI
 
         self.url = _v1_url(url)
         self.model = model
+        self.retries = retries  # further tries per prompt after a timeout, an error or a malformed answer
+        # what went wrong, by kind, over every try: "timeout", "error", "malformed" (and "gave_up")
+        self.failures: dict[str, int] = {}
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-        self.client = OpenAI(base_url=self.url, api_key=key, timeout=timeout_s, max_retries=2)
+        self.client = OpenAI(base_url=self.url, api_key=key, timeout=timeout_s, max_retries=0)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "openai", "url": self.url, "model": self.model}
 
-    def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+    def complete(self, prompts: list[str], settings: GenerationSettings) -> list[Completion | None]:
+        """Answers in order; None for a prompt that failed every try (counted in `failures`; not
+        written, so the next run asks again). A batch that fails entirely is the endpoint down: an error."""
         with ThreadPoolExecutor(max_workers=settings.batch_size) as pool:
-            return list(pool.map(lambda p: self._one(p, settings), prompts))
+            answers = list(pool.map(lambda p: self._bounded(p, settings), prompts))
+        if answers and all(a is None for a in answers):
+            raise DistillError(
+                f"teacher endpoint {self.url} (model {self.model}) failed every prompt of a batch after "
+                f"{self.retries + 1} tries each ({self._counts()}): {self._last}"
+            )
+        return answers
+
+    _last: str = ""
+
+    def _counts(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "none"
+
+    def _count(self, kind: str, detail: str) -> None:
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        self._last = detail
+
+    def _bounded(self, prompt: str, settings: GenerationSettings) -> Completion | None:
+        import openai
+
+        for _ in range(self.retries + 1):
+            try:
+                return self._one(prompt, settings)
+            except openai.APITimeoutError as exc:
+                self._count("timeout", str(exc))
+            except openai.OpenAIError as exc:
+                self._count("error", str(exc))
+            except _Malformed as exc:
+                self._count("malformed", str(exc))
+        self._count("gave_up", self._last)
+        return None
 
     def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
-        import openai
 
         common: dict[str, Any] = {
             "model": self.model,
@@ -131,19 +190,19 @@ class OpenAITeacher:
         }
         if settings.repetition_penalty != 1.0:  # not OpenAI's, but vLLM and others read it
             common["extra_body"] = {"repetition_penalty": settings.repetition_penalty}
-        try:
-            if settings.chat:
-                messages = [{"role": "system", "content": settings.system}] if settings.system else []
-                messages.append({"role": "user", "content": prompt})
-                resp = self.client.chat.completions.create(messages=messages, **common)
-            else:
-                resp = self.client.completions.create(prompt=prompt, **common)
-        except openai.OpenAIError as exc:
-            raise DistillError(f"teacher endpoint {self.url} (model {self.model}) failed: {exc}") from exc
-        if not resp.choices:
-            raise DistillError(f"teacher endpoint {self.url} returned no choices")
-        choice = resp.choices[0]
-        text = (choice.message.content if settings.chat else choice.text) or ""
+        if settings.chat:
+            messages = [{"role": "system", "content": settings.system}] if settings.system else []
+            messages.append({"role": "user", "content": prompt})
+            resp = self.client.chat.completions.create(messages=messages, **common)
+        else:
+            resp = self.client.completions.create(prompt=prompt, **common)
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise _Malformed(f"teacher endpoint {self.url} returned no choices")
+        choice = choices[0]
+        text = choice.message.content if settings.chat else choice.text
+        if not isinstance(text, str):
+            raise _Malformed(f"teacher endpoint {self.url} returned an answer without text")
         finish: Literal["stop", "length"] = "length" if resp.choices[0].finish_reason == "length" else "stop"
         tokens = resp.usage.completion_tokens if resp.usage else None
         return Completion(text.strip(), finish, tokens)

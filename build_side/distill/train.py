@@ -29,7 +29,7 @@ import torch
 
 from build_side.distill.config import StudentSpec, TrainSettings
 from build_side.distill.data import collate, encode_record, get_batch, split_records, val_batches
-from build_side.distill.loss import DistillLoss, distill_loss
+from build_side.distill.loss import IGNORE, DistillLoss, distill_loss, topk_distill_loss
 from build_side.distill.progress import Advance
 from build_side.distill.records import TeacherRecord
 from build_side.distill.student import load_student
@@ -114,8 +114,16 @@ def train(
     # ---- models: the teacher is frozen and only predicts; the student is what the optimizer moves
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval().requires_grad_(False)
     teacher.to(accelerator.device)
-    calibration = collate(train_ex[: cfg.batch_size], pad_id=0)  # picks the layers for select: block
+    # picks the layers for select: block and ranks the MLP channels for width pruning
+    calibration = collate(train_ex[: max(cfg.batch_size, 32)], pad_id=0)
     student, student_info = load_student(student_spec, teacher, calibration)
+    trimmed_tokenizer = None
+    if student_spec.vocab == "task":  # the student keeps only the tokens its task uses
+        train_ex, val_ex, trimmed_tokenizer = _trim_vocab(
+            student, teacher_dir, train_ex, val_ex, student_spec
+        )
+        val_set = val_batches(val_ex, cfg.batch_size, cfg.eval_batches)
+        student_info["vocab_size"] = student.config.vocab_size
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)  # tied: the head stays the teacher's too
     params = [p for p in student.parameters() if p.requires_grad]
@@ -153,6 +161,20 @@ def train(
 
     def forward(batch: dict[str, torch.Tensor]) -> DistillLoss:
         ids, mask = batch["input_ids"].to(accelerator.device), batch["attention_mask"].to(accelerator.device)
+        if "topk_ids" in batch:  # stage 1 stored the teacher's top-k: no teacher pass
+            # the head only where something is learned: from the first answer position on (the head
+            # over a 49k vocabulary costs more than a small student's body on the prompt positions)
+            learned = (batch["targets"] != IGNORE).any(dim=0).nonzero()
+            first = int(learned[0]) if len(learned) else ids.shape[1] - 1
+            logits = student(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
+            return topk_distill_loss(
+                logits,
+                batch["topk_ids"][:, first:].to(accelerator.device),
+                batch["topk_logprobs"][:, first:].to(accelerator.device),
+                batch["targets"][:, first:].to(accelerator.device),
+                cfg.temperature,
+                cfg.alpha,
+            )
         with torch.no_grad():
             t_logits = teacher(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
         s_logits = student(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
@@ -226,12 +248,50 @@ def train(
         model = accelerator.unwrap_model(student)
         model.config.use_cache = True
         model.save_pretrained(student_dir)
-        tokenizer.save_pretrained(student_dir)
+        if trimmed_tokenizer is not None:
+            from build_side.distill.vocab import save_tokenizer
+
+            save_tokenizer(teacher_dir, trimmed_tokenizer, student_dir)
+        else:
+            tokenizer.save_pretrained(student_dir)
         for folder in (out_dir, student_dir):
             (folder / "distill_config.json").write_text(json.dumps(resolved, indent=2, default=str))
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()
     return TrainResult(student_dir, step, val["loss"], finished=True)
+
+
+def _trim_vocab(
+    student: Any, teacher_dir: Path, train_ex: list, val_ex: list, spec: StudentSpec
+) -> tuple[list, list, dict[str, Any]]:
+    """Trim the student's vocabulary to the tokens of the examples; the examples renumbered."""
+    from dataclasses import replace
+
+    from build_side.distill.vocab import load_tokenizer_json, task_vocab, trim_model, trim_tokenizer
+
+    if not all(e.topk_ids for e in train_ex + val_ex):
+        raise DistillError("student vocab: task needs the teacher's stored top-k (generate.top_logprobs > 0)")
+    tok = load_tokenizer_json(teacher_dir)
+    used = {t for e in train_ex + val_ex for t in e.inputs + e.targets if t != IGNORE}
+    keep = task_vocab(tok, used, spec.vocab_base_merges)
+    new_id = {old: new for new, old in enumerate(keep)}
+
+    def remap(e: Any) -> Any:
+        ids = [[new_id.get(t, 0) for t in row] for row in e.topk_ids]
+        lps = [  # a teacher candidate the student cannot say: no probability left for it
+            [lp if t in new_id else -1e4 for t, lp in zip(row, lp_row, strict=True)]
+            for row, lp_row in zip(e.topk_ids, e.topk_logprobs, strict=True)
+        ]
+        return replace(
+            e,
+            inputs=[new_id[t] for t in e.inputs],
+            targets=[t if t == IGNORE else new_id[t] for t in e.targets],
+            topk_ids=ids,
+            topk_logprobs=lps,
+        )
+
+    trim_model(student, keep)
+    return [remap(e) for e in train_ex], [remap(e) for e in val_ex], trim_tokenizer(tok, keep)
 
 
 def _finished_run(

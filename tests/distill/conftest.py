@@ -47,7 +47,22 @@ def openai_peer_app():
     async def chat(request: Request) -> dict:
         req = await request.json()
         app.state.requests.append(req)
-        text, finish = canned_answer(req["messages"][-1]["content"])
+        content = req["messages"][-1]["content"]
+        tries = app.state.tries = getattr(app.state, "tries", {})
+        tries[content] = tries.get(content, 0) + 1
+        if "malformed" in content:  # an HTTP 200 that is not an answer
+            return {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": req["model"],
+                "choices": [],
+            }
+        if "slow" in content and tries[content] < 3:  # too slow twice, then in time
+            import asyncio
+
+            await asyncio.sleep(1.5)
+        text, finish = canned_answer(content)
         return body(text, finish, "chat", req["model"])
 
     @app.post("/v1/completions")

@@ -59,3 +59,30 @@ def test_prompt_file_accepts_input_key_and_limit(tmp_path: Path) -> None:
         '{"id": "1", "input": "one"}\n\n{"id": "2", "prompt": "two"}\n{"id": "3", "prompt": "x"}\n'
     )
     assert [(p.id, p.prompt) for p in read_prompts(path, limit=2)] == [("1", "one"), ("2", "two")]
+
+
+def test_stage1_stores_the_teachers_topk_aligned_with_its_tokens(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Each answer position carries the teacher's k best ids and log-probs; greedy picks the first,
+    and the student's training batch puts them where the answer's tokens are predicted."""
+    from build_side.distill.data import collate, encode_record
+
+    teacher = TransformersTeacher(tiny_model_dir)
+    out = tmp_path / "teacher.jsonl"
+    settings = GenerationSettings(max_new_tokens=5, batch_size=3, top_logprobs=4, chat=False)
+    generate_records(teacher, prompts(3), out, settings)
+    records = read_records(out)
+    assert [r.generation["top_logprobs"] for r in records] == [4, 4, 4]
+    for r in records:
+        assert (
+            r.output_ids and len(r.output_ids) == len(r.topk_ids) == len(r.topk_logprobs) == r.output_tokens
+        )
+        assert [row[0] for row in r.topk_ids] == r.output_ids  # greedy: the most likely token
+        assert all(len(row) == 4 and row == sorted(row, reverse=True) for row in r.topk_logprobs)
+        assert all(v <= 0.0 for row in r.topk_logprobs for v in row)
+    example = encode_record(teacher.tokenizer, records[0], max_len=256)
+    batch = collate([example], pad_id=0)
+    learned = (batch["targets"][0] != -100).nonzero().flatten()
+    assert batch["targets"][0, learned].tolist() == records[0].output_ids
+    assert batch["topk_ids"][0, learned, 0].tolist() == records[0].output_ids

@@ -63,3 +63,42 @@ def test_gradient_flows_to_student_only(logits) -> None:
     assert float(s.grad[targets != IGNORE].abs().sum()) > 0.0
     empty = torch.full_like(targets, IGNORE)
     assert float(distill_loss(s, t, empty, 2.0, 0.5).loss.detach()) == 0.0
+
+
+def test_topk_loss_against_a_hand_computed_value() -> None:
+    """One position, vocabulary 4, k = 2, T = 2, alpha = 0.5, worked out by hand."""
+    import math
+
+    from build_side.distill.loss import topk_distill_loss
+
+    s = [1.0, 0.0, -1.0, 2.0]  # student logits
+    T = 2.0
+    # teacher stored top-2: ids 3 and 0 with log-probs ln 0.6 and ln 0.3 (the rest 0.1 dropped)
+    lp = [math.log(0.6), math.log(0.3)]
+    p = [math.exp(v / T) for v in lp]
+    p = [v / sum(p) for v in p]  # renormalised at T: sqrt(.6), sqrt(.3) normalised
+    z = sum(math.exp(v / T) for v in s)
+    q = {i: math.exp(s[i] / T) / z for i in (3, 0)}
+    kl = (p[0] * math.log(p[0] / q[3]) + p[1] * math.log(p[1] / q[0])) * T * T
+    ce = -math.log(math.exp(s[3]) / sum(math.exp(v) for v in s))
+    out = topk_distill_loss(
+        torch.tensor([[s, s]]),
+        torch.tensor([[[3, 0], [0, 1]]]),
+        torch.tensor([[lp, lp]]),
+        torch.tensor([[3, IGNORE]]),  # the second position is not learned
+        T,
+        0.5,
+    )
+    assert out.kl.item() == pytest.approx(kl, rel=1e-5)
+    assert out.ce.item() == pytest.approx(ce, rel=1e-5)
+    assert out.loss.item() == pytest.approx(0.5 * kl + 0.5 * ce, rel=1e-5)
+
+
+def test_topk_loss_is_zero_kl_when_the_student_matches_the_full_teacher() -> None:
+    from build_side.distill.loss import topk_distill_loss
+
+    teacher = torch.randn(1, 3, 11)
+    logp = torch.log_softmax(teacher, dim=-1)
+    top = torch.topk(logp, 11, dim=-1)  # k = V: the full distribution
+    out = topk_distill_loss(teacher.clone(), top.indices, top.values, torch.tensor([[1, 2, 3]]), 2.0, 1.0)
+    assert out.kl.item() == pytest.approx(0.0, abs=1e-5)

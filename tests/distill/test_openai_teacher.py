@@ -58,3 +58,33 @@ def test_unreachable_endpoint_is_a_clear_error(prompts_file: Path, tmp_path: Pat
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "teacher endpoint http://127.0.0.1:9/v1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_endpoint_timeouts_and_malformed_answers_are_counted_retried_and_reported(
+    openai_peer, tmp_path: Path
+) -> None:
+    from build_side.distill.generate import generate_records
+    from build_side.distill.records import Prompt
+
+    url, app = openai_peer
+    teacher = OpenAITeacher(url, "m", timeout_s=0.5, retries=2)
+    prompts = [
+        Prompt(id="ok", prompt="fine"),
+        Prompt(id="s", prompt="slow one"),
+        Prompt(id="m", prompt="malformed"),
+    ]
+    out = tmp_path / "t.jsonl"
+    result = generate_records(teacher, prompts, out, GenerationSettings(batch_size=3))
+    # "slow" timed out twice and answered on its third try; "malformed" failed all three and is left out
+    assert (result.written, result.failed) == (2, 1)
+    assert result.failures == {"timeout": 2, "malformed": 3, "gave_up": 1}
+    assert sorted(r.id for r in read_records(out)) == ["ok", "s"]
+    assert app.state.tries["malformed"] == 3  # the bound: 1 + 2 retries
+    import pytest
+
+    from edge_agent.errors import DistillError
+
+    # the rerun asks only "m" again: a batch with no answer at all is an error that names the counts
+    with pytest.raises(DistillError, match="failed every prompt of a batch after 3 tries each"):
+        generate_records(teacher, prompts, out, GenerationSettings(batch_size=3))
+    assert sorted(r.id for r in read_records(out)) == ["ok", "s"]  # nothing lost

@@ -116,3 +116,65 @@ def test_interrupted_run_resumes_to_the_same_student(tiny_model_dir: Path, tmp_p
         json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines() if "lr" in line
     ]
     assert steps == [1, 2, 3, 4, 5, 6]  # step 3 was redone, and logged once
+
+
+def test_training_from_stored_topk_needs_no_teacher_pass_and_resumes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Records with the teacher's top-k train a width-and-depth-pruned student; a cut run resumes to the
+    same weights; the loss is the top-k one (its KL is computed on the stored log-probs)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = []
+    for r in records(16):
+        ids = tok(r.teacher_output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        top = [[t, (t + 1) % 100, (t + 2) % 100] for t in ids]
+        rows.append(
+            r.model_copy(
+                update={"output_ids": ids, "topk_ids": top, "topk_logprobs": [[-0.2, -2.0, -3.0]] * len(ids)}
+            )
+        )
+    spec = StudentSpec(keep_layers=1, mlp_channels=64)
+    whole = train(rows, tiny_model_dir, spec, settings(), tmp_path / "whole")
+    cut = tmp_path / "cut"
+    assert not train(rows, tiny_model_dir, spec, settings(), cut, stop_after=3).finished
+    resumed = train(rows, tiny_model_dir, spec, settings(), cut)
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(whole.student_dir / "model.safetensors"),
+        load_file(resumed.student_dir / "model.safetensors"),
+    )
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert a["model.layers.0.mlp.gate_proj.weight"].shape[0] == 64
+    cfg = json.loads((whole.student_dir / "distill_config.json").read_text())
+    assert cfg["student"]["mlp_channels"] == 64 and cfg["student"]["kept_layers"] == [1]
+
+
+def test_a_task_vocabulary_student_trains_and_ships_its_trimmed_tokenizer(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = []
+    for r in records(12):
+        ids = tok(r.teacher_output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        top = [[t, 40000 + t % 100] for t in ids]  # the second candidate lies outside the task's tokens
+        rows.append(
+            r.model_copy(
+                update={"output_ids": ids, "topk_ids": top, "topk_logprobs": [[-0.1, -2.4]] * len(ids)}
+            )
+        )
+    spec = StudentSpec(keep_layers=1, vocab="task", vocab_base_merges=0)
+    done = train(rows, tiny_model_dir, spec, settings(max_steps=2, grad_accum=1), tmp_path / "v")
+    student = AutoModelForCausalLM.from_pretrained(done.student_dir)
+    small = AutoTokenizer.from_pretrained(done.student_dir)
+    assert student.config.vocab_size == len(small) < 1000
+    text = ANSWERS[0]
+    assert small.decode(small(text, add_special_tokens=False)["input_ids"]) == text
+    cfg = json.loads((done.student_dir / "distill_config.json").read_text())
+    assert cfg["student"]["vocab_size"] == student.config.vocab_size
+    with pytest.raises(DistillError, match="needs the teacher's stored top-k"):
+        train(records(12), tiny_model_dir, spec, settings(max_steps=2), tmp_path / "no-topk")

@@ -104,6 +104,7 @@ def test_a_queued_client_that_hangs_up_gives_its_place_up(module_bundle: Path) -
         "max_tokens": 460,
         "min_tokens": 460,
     }
+    late_frees: list[float] = []
     for _ in range(8):
         done_at: list[float] = []
         codes: list[int] = []
@@ -130,8 +131,12 @@ def test_a_queued_client_that_hangs_up_gives_its_place_up(module_bundle: Path) -
         assert codes == [200, 200], codes
         if done_at[0] - closed_at < 0.1:
             continue  # the first request ended about when the client hung up: this try says nothing
-        assert freed_at < done_at[0] - 0.03, "the place was freed only when the request ahead finished"
-        return
+        if freed_at < done_at[0] - 0.03:
+            return  # freed while the request ahead still ran
+        late_frees.append(round(done_at[0] - freed_at, 4))
+    # Before the fix every telling try frees the place only as the request ahead finishes; one such
+    # try was also seen once with the fix on a loaded machine, so one clear try is what is asked.
+    assert not late_frees, f"the place was freed only when the request ahead finished: {late_frees}"
     pytest.skip("the first request always finished within 0.1 s of the hang-up on this machine")
 
 

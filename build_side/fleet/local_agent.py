@@ -8,6 +8,7 @@ file beside its config, and stopping it sends SIGTERM (the agent drains and exit
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,6 +25,16 @@ from build_side.fleet.errors import FleetError
 
 
 def free_port() -> int:
+    """A port free now, below the kernel's ephemeral range: a port from bind(0) is an ephemeral one,
+    and another process's outgoing connection can take it before the agent binds it."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -200,16 +200,31 @@ def build_report(
         "quality": quality,
         "training": training_summary(train_dir) if train_dir else None,
         "settings": settings.model_dump(),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "report.md").write_text(to_markdown(report))
-    plot(report, out_dir / "report.png")
+    write_report(out_dir, report, to_markdown, plot)
     return report
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were measured: a report's timings mean little without the machine's load."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def write_report(
+    out_dir: Path,
+    report: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """The three forms every distill report ships in: report.json, report.md and report.png."""
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "report.md").write_text(markdown(report))
+    plot(report, out_dir / "report.png")
 
 
 def to_onnx(hf_dir: Path, out: Path, variant: str) -> Path:

@@ -7,8 +7,6 @@ report.png (held-out score against decode speed, one point per student and the t
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from build_side.distill.config import DistillRecipe, SkillSettings
+from build_side.distill.report import machine_info, write_report
 from build_side.distill.verdict import Bar, Figures, choose, judge
 from edge_agent.errors import DistillError
 
@@ -188,15 +187,9 @@ def build_task_report(
         ],
         "bench_compare": rows,
         "memory": memory,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "report.md").write_text(to_markdown(report))
-    plot(report, out_dir / "report.png")
+    write_report(out_dir, report, to_markdown, plot)
     return report
 
 
